@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast conformance bench-speed clean
+
+venv: $(STAMP)
+
+# basicsr 1.4.2 is an sdist whose setup_requires pulls torch into an isolated build env; build it in the venv instead.
+$(STAMP): setup.py requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q 'setuptools>=70.1' wheel
+	$(PIP) install -q --no-build-isolation -r requirements.txt -r requirements-dev.txt
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) -m lpnsr_arch.demo --out results/demo
+
+conformance: $(STAMP)
+	$(PY) -m lpnsr_arch.conformance ../shared/conformance/lpnsr_small_a.safetensors
+
+bench-speed: $(STAMP)
+	$(PY) -m lpnsr_arch.bench.speed
+
+clean:
+	rm -rf $(VENV) build *.egg-info

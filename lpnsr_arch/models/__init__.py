@@ -1,0 +1,4 @@
+"""Training models: every ``*_model.py`` here is imported so that its classes register in ``MODEL_REGISTRY``."""
+from lpnsr_arch.registry_scan import import_modules_ending_with
+
+__all__ = import_modules_ending_with(__name__, __file__, '_model')

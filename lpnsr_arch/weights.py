@@ -1,0 +1,176 @@
+"""The one checkpoint loader and saver.
+
+Reads every format the official LPNSR/ResShift/SwinIR releases and BasicSR use: flat state dicts, wrappers
+(``params_ema`` / ``params`` / ``state_dict`` / ``ema_state`` / ``model``), ``module.`` and ``_orig_mod.`` prefixes
+(DDP, ``torch.compile``), and safetensors. ``.pth`` files are always read with ``weights_only=True``: a checkpoint
+can never run code. Mismatches raise :class:`CheckpointError` listing the missing, unexpected and mis-shaped keys.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+StateDict = Dict[str, Tensor]
+WRAPPER_KEYS = ('params_ema', 'params', 'state_dict', 'ema_state', 'model')
+PREFIXES = ('module.', '_orig_mod.')
+# Buffers that the official Swin layers store but recompute (or never read): tolerated when absent or extra.
+DERIVED_BUFFER_SUFFIXES = ('attn_mask', 'relative_position_index')
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, or that does not fit the network."""
+
+
+def read_checkpoint_file(path: Union[str, os.PathLike]) -> object:
+    """Read a ``.safetensors`` file or a torch file (``weights_only=True``); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint file not found: {path}')
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path), device='cpu')
+        except Exception as err:  # safetensors raises several error types for corrupt headers
+            raise CheckpointError(f'{path}: not a readable safetensors file ({err})') from err
+    try:
+        return torch.load(str(path), map_location='cpu', weights_only=True)
+    except Exception as err:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        raise CheckpointError(f'{path}: cannot be loaded as a weights-only torch checkpoint (truncated, corrupt, or '
+                              f'it pickles objects other than tensors): {err}') from err
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                changed = True
+    return key
+
+
+def unwrap_state_dict(obj: object, param_key: Optional[str] = 'auto', source: str = '<state dict>') -> StateDict:
+    """Find the tensor dict inside a checkpoint object and strip ``module.`` / ``_orig_mod.`` prefixes.
+
+    Args:
+        obj: what :func:`read_checkpoint_file` returned (or an in-memory dict).
+        param_key: ``'auto'`` tries ``params_ema``, ``params``, ``state_dict``, ``ema_state``, ``model`` in that order;
+            a name picks that entry (an error names the keys present when it is absent); ``None`` takes ``obj`` as is.
+        source: a name for error messages (usually the file path).
+    """
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f'{source}: expected a dict of tensors, got {type(obj).__name__}')
+    if param_key == 'auto':
+        for key in WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    elif param_key is not None:
+        if param_key not in obj:
+            raise CheckpointError(f'{source}: has no entry {param_key!r}; top-level keys: {sorted(map(str, obj))[:10]}')
+        obj = obj[param_key]
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f'{source}: entry {param_key!r} is a {type(obj).__name__}, not a dict of tensors')
+    state: StateDict = {}
+    for key, value in obj.items():
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f'{source}: entry {key!r} is a {type(value).__name__}, not a tensor '
+                                  f'(is this a training-state file rather than network weights?)')
+        state[_strip_prefixes(str(key))] = value
+    if not state:
+        raise CheckpointError(f'{source}: contains no tensors')
+    return state
+
+
+def read_state_dict(path: Union[str, os.PathLike], param_key: Optional[str] = 'auto') -> StateDict:
+    """Read the network weights of a checkpoint file (see :func:`unwrap_state_dict`)."""
+    return unwrap_state_dict(read_checkpoint_file(path), param_key=param_key, source=str(path))
+
+
+def _is_derived_buffer(key: str) -> bool:
+    return key.endswith(DERIVED_BUFFER_SUFFIXES)
+
+
+def check_compatibility(net: nn.Module, state: Mapping[str, Tensor], source: str = '<state dict>') -> None:
+    """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped keys (derived Swin buffers exempt)."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state and not _is_derived_buffer(k)]
+    unexpected = [k for k in state if k not in expected and not _is_derived_buffer(k)]
+    shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(v.shape)}' for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape) and not _is_derived_buffer(k)]
+    if missing or unexpected or shapes:
+        lines = [f'{source} does not fit {type(net).__name__}:']
+        for title, items in (('missing keys', missing), ('unexpected keys', unexpected), ('wrong shapes', shapes)):
+            if items:
+                more = f' ... (+{len(items) - 20} more)' if len(items) > 20 else ''
+                lines.append(f'  {title} ({len(items)}): ' + ', '.join(items[:20]) + more)
+        raise CheckpointError('\n'.join(lines))
+
+
+def load_weights(net: nn.Module, weights: Union[str, os.PathLike, Mapping[str, Tensor]], *,
+                 param_key: Optional[str] = 'auto', strict: bool = True) -> nn.Module:
+    """Load ``weights`` (a path or a state dict) into ``net`` and return it.
+
+    ``strict=True`` requires every parameter and buffer to be present with the right shape, except the Swin
+    ``attn_mask`` / ``relative_position_index`` buffers (the network rebuilds them); ``strict=False`` loads the
+    matching keys and logs the rest.
+    """
+    if isinstance(weights, Mapping):
+        source = '<state dict>'
+        state = unwrap_state_dict(weights, param_key=param_key, source=source)
+    else:
+        source = str(weights)
+        state = read_state_dict(weights, param_key=param_key)
+    if strict:
+        check_compatibility(net, state, source)
+    expected = net.state_dict()
+    usable = {k: v for k, v in state.items() if k in expected and tuple(v.shape) == tuple(expected[k].shape)}
+    result = net.load_state_dict(usable, strict=False)
+    if not strict and (result.missing_keys or len(usable) < len(state)):
+        logger.warning('%s: loaded %d tensors into %s; %d keys not in the checkpoint, %d checkpoint keys unused', source,
+                       len(usable), type(net).__name__, len(result.missing_keys), len(state) - len(usable))
+    return net
+
+
+def save_state_dict(path: Union[str, os.PathLike], state: Mapping[str, Tensor] | Mapping[str, Mapping[str, Tensor]],
+                    metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Write weights atomically (temp file + rename: an interrupted save never leaves a half-written file).
+
+    ``.safetensors``: ``state`` must be a flat tensor dict. Anything else: ``torch.save`` (nested dicts allowed, e.g.
+    BasicSR's ``{'params': ..., 'params_ema': ...}``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=str(path.parent))
+    os.close(fd)
+    try:
+        if path.suffix == '.safetensors':
+            from safetensors.torch import save_file
+            flat = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+            save_file(flat, tmp, metadata=metadata)
+        else:
+            torch.save(dict(state), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those with ``requires_grad``)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
+
+
+def prefixed(state: Mapping[str, Tensor], prefix: str) -> StateDict:
+    """The entries of ``state`` under ``prefix`` (e.g. ``'unet.'``), with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
