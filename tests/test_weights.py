@@ -1,0 +1,108 @@
+"""The checkpoint loader: every official wrapper/prefix, safetensors, and clear errors on bad input."""
+from __future__ import annotations
+
+import pickle
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from lpnsr_arch.archs.resshift_unet_arch import LPNSRResShiftUNet
+from lpnsr_arch.archs.vqgan_arch import LPNSRVQAutoencoder
+from lpnsr_arch.weights import CheckpointError, load_weights, read_state_dict, save_state_dict
+
+
+@pytest.fixture
+def unet(tiny_unet_kwargs):
+    torch.manual_seed(0)
+    return LPNSRResShiftUNet(**tiny_unet_kwargs)
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize('wrap', ['flat', 'params_ema', 'params', 'state_dict', 'module', 'compiled_ddp', 'no_masks'])
+def test_official_formats_load(tmp_path, unet, tiny_unet_kwargs, wrap):
+    state = unet.state_dict()
+    if wrap == 'module':
+        state = OrderedDict(('module.' + k, v) for k, v in state.items())
+        obj = {'state_dict': state, 'amp_scaler': None}
+    elif wrap == 'compiled_ddp':
+        obj = OrderedDict(('module._orig_mod.' + k, v) for k, v in state.items())
+    elif wrap == 'no_masks':
+        obj = {k: v for k, v in state.items() if not k.endswith(('attn_mask', 'relative_position_index'))}
+    elif wrap == 'flat':
+        obj = state
+    else:
+        obj = {wrap: state, 'other': {'x': torch.zeros(1)}} if wrap != 'params' else {'params': state}
+    path = tmp_path / 'ckpt.pth'
+    torch.save(obj, path)
+    fresh = LPNSRResShiftUNet(**tiny_unet_kwargs)
+    load_weights(fresh, path)
+    assert _same_weights(fresh, unet)
+
+
+def test_params_ema_preferred_over_params(tmp_path, unet, tiny_unet_kwargs):
+    other = LPNSRResShiftUNet(**tiny_unet_kwargs)
+    torch.save({'params': other.state_dict(), 'params_ema': unet.state_dict()}, tmp_path / 'b.pth')
+    fresh = load_weights(LPNSRResShiftUNet(**tiny_unet_kwargs), tmp_path / 'b.pth')
+    assert _same_weights(fresh, unet)
+    fresh = load_weights(LPNSRResShiftUNet(**tiny_unet_kwargs), tmp_path / 'b.pth', param_key='params')
+    assert _same_weights(fresh, other)
+
+
+def test_safetensors_round_trip_is_atomic(tmp_path, unet, tiny_unet_kwargs):
+    path = save_state_dict(tmp_path / 'w.safetensors', unet.state_dict())
+    assert [p.name for p in tmp_path.iterdir()] == ['w.safetensors']  # no temp file left behind
+    assert _same_weights(load_weights(LPNSRResShiftUNet(**tiny_unet_kwargs), path), unet)
+
+
+def test_wrong_network_lists_missing_unexpected_and_shapes(tmp_path, unet, tiny_unet_kwargs, tiny_vq_kwargs):
+    torch.save(LPNSRVQAutoencoder(**tiny_vq_kwargs).state_dict(), tmp_path / 'vq.pth')
+    with pytest.raises(CheckpointError, match=r'(?s)vq\.pth does not fit LPNSRResShiftUNet.*missing keys.*unexpected'):
+        load_weights(unet, tmp_path / 'vq.pth')
+    wider = LPNSRResShiftUNet(**dict(tiny_unet_kwargs, model_channels=64))
+    torch.save(wider.state_dict(), tmp_path / 'wide.pth')
+    with pytest.raises(CheckpointError, match=r'wrong shapes .*input_blocks\.0\.0\.weight: checkpoint \(64'):
+        load_weights(unet, tmp_path / 'wide.pth')
+
+
+def test_truncated_file(tmp_path, unet):
+    torch.save(unet.state_dict(), tmp_path / 'full.pth')
+    data = (tmp_path / 'full.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 3])
+    with pytest.raises(CheckpointError, match='cut.pth'):
+        load_weights(unet, tmp_path / 'cut.pth')
+    (tmp_path / 'cut.safetensors').write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":')
+    with pytest.raises(CheckpointError, match='cut.safetensors'):
+        read_state_dict(tmp_path / 'cut.safetensors')
+
+
+class Payload:
+    """An arbitrary object: weights_only loading must refuse to unpickle it."""
+
+    def __reduce__(self):
+        return (print, ('this must never run', ))
+
+
+def test_pickled_objects_are_refused(tmp_path, unet):
+    with open(tmp_path / 'evil.pth', 'wb') as handle:
+        pickle.dump({'params': Payload()}, handle)
+    with pytest.raises(CheckpointError, match='weights-only'):
+        read_state_dict(tmp_path / 'evil.pth')
+    torch.save({'params': {'a': 3}}, tmp_path / 'notensor.pth')
+    with pytest.raises(CheckpointError, match="entry 'a' is a int, not a tensor"):
+        read_state_dict(tmp_path / 'notensor.pth')
+    torch.save([1, 2], tmp_path / 'list.pth')
+    with pytest.raises(CheckpointError, match='expected a dict of tensors'):
+        read_state_dict(tmp_path / 'list.pth')
+
+
+def test_missing_file_and_param_key(tmp_path, unet):
+    with pytest.raises(CheckpointError, match='not found'):
+        read_state_dict(tmp_path / 'absent.pth')
+    torch.save({'params': unet.state_dict()}, tmp_path / 'p.pth')
+    with pytest.raises(CheckpointError, match="no entry 'params_ema'"):
+        read_state_dict(tmp_path / 'p.pth', param_key='params_ema')
