@@ -20,6 +20,6 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['lpnsr_arch', 'lpnsr_arch.*']),
     install_requires=read_requirements(),
-    entry_points={'console_scripts': ['lpnsr = lpnsr_arch.inference:main']},
+    entry_points={'console_scripts': ['lpnsr = lpnsr_arch.inference:cli']},
     license='Apache-2.0',
 )

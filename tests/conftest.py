@@ -5,10 +5,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import lpnsr_arch  # noqa: E402,F401  (shim before any basicsr import in the tests)
+
+# tiny networks gain nothing from threads, and oversubscribed OpenMP threads stall badly on a busy 2-core machine
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('LPNSR_SHARED', REPO_ROOT.parent / 'shared'))

@@ -1,0 +1,278 @@
+"""Shared pieces of the benchmarks: methods (what upscales), datasets (GT/LQ folder pairs), metrics, reporting.
+
+A method is given on the command line as ``[NAME=]KIND[:OPTIONS]``:
+
+* ``bicubic``: bicubic x scale (``align_corners=False``), clamped to [0, 1];
+* ``basicsr:OPTIONS.yml``: a BasicSR-trained network (RRDBNet, SwinIR, ...): the options' ``network_g`` block and
+  ``path.pretrain_network_g`` (``params_ema`` first, then ``params``), input/output in [0, 1];
+* ``lpnsr:OPTIONS.yml`` or ``lpnsr:@PRESET`` (official/small/tiny): an :class:`~lpnsr_arch.pipeline.LPNSRPipeline`;
+  the seed, noise kind and tiling come from the benchmark's arguments.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lpnsr_arch.imageio import IMAGE_EXTENSIONS, read_image
+from lpnsr_arch.pipeline import LPNSRPipeline, load_options
+
+__all__ = [
+    'Method', 'ImagePair', 'parse_method', 'build_method', 'load_pairs', 'parse_dataset', 'to_bgr255',
+    'psnr_ssim_y', 'niqe_y', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device'
+]
+
+logger = logging.getLogger('lpnsr_arch.bench')
+
+NIQE_MIN_SIZE = 96
+"""BasicSR's NIQE needs images of at least this many pixels per side after the border crop."""
+
+Upscale = Callable[[Tensor, int], Tensor]
+"""``upscale(lr01, seed) -> sr01``: (1, 3, H, W) -> (1, 3, sH, sW), both float in [0, 1]."""
+
+
+@dataclass
+class Method:
+    """A named upscaler; ``stochastic`` methods depend on the seed."""
+    name: str
+    upscale: Upscale
+    stochastic: bool = False
+    module: Optional[nn.Module] = None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A parsed ``[NAME=]KIND[:OPTIONS]`` argument."""
+    name: str
+    kind: str
+    options: Optional[str] = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``'auto'`` -> CUDA when available, else CPU."""
+    return torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if name == 'auto' else name)
+
+
+def parse_method(text: str) -> MethodSpec:
+    """Parse ``[NAME=]KIND[:OPTIONS]`` (see the module docstring)."""
+    name, _, rest = text.rpartition('=') if '=' in text else ('', '', text)
+    kind, _, options = rest.partition(':')
+    if kind not in ('bicubic', 'basicsr', 'lpnsr'):
+        raise ValueError(f'method {text!r}: kind must be bicubic, basicsr or lpnsr, got {kind!r}')
+    if kind != 'bicubic' and not options:
+        raise ValueError(f'method {text!r}: {kind} needs an options file ({kind}:path/to/options.yml)')
+    default_name = kind if kind == 'bicubic' else f'{kind}-{Path(options).stem.lstrip("@")}'
+    return MethodSpec(name=name or default_name, kind=kind, options=options or None)
+
+
+def _bicubic(scale: int) -> Upscale:
+
+    def upscale(lr01: Tensor, seed: int) -> Tensor:
+        return F.interpolate(lr01, scale_factor=scale, mode='bicubic', align_corners=False).clamp(0.0, 1.0)
+
+    return upscale
+
+
+def _basicsr_network(options_path: str, device: torch.device) -> nn.Module:
+    from basicsr.archs import build_network
+
+    from lpnsr_arch.weights import load_weights
+
+    options = load_options(options_path)
+    if 'network_g' not in options:
+        raise KeyError(f'{options_path}: no network_g block')
+    net = build_network(dict(options['network_g']))
+    checkpoint = (options.get('path') or {}).get('pretrain_network_g')
+    if checkpoint:
+        load_weights(net, checkpoint, param_key=(options.get('path') or {}).get('param_key_g', 'auto'))
+    else:
+        logger.warning(f'{options_path}: no path.pretrain_network_g; the network has random weights')
+    return net.to(device).eval()
+
+
+def build_method(spec: MethodSpec, *, device: torch.device, scale: int = 4, noise: Optional[str] = None,
+                 tile: Optional[int] = None, precision: str = 'fp32') -> Method:
+    """Instantiate a :class:`Method` from its spec on ``device``."""
+    if spec.kind == 'bicubic':
+        return Method(spec.name, _bicubic(scale))
+    if spec.kind == 'basicsr':
+        net = _basicsr_network(spec.options, device)
+
+        @torch.no_grad()
+        def run_network(lr01: Tensor, seed: int) -> Tensor:
+            return net(lr01.to(device)).clamp(0.0, 1.0)
+
+        return Method(spec.name, run_network, module=net)
+    pipeline = build_lpnsr(spec.options, device)
+
+    def run_pipeline(lr01: Tensor, seed: int) -> Tensor:
+        return pipeline(lr01.to(device), seed=seed, noise=noise, tile=tile, precision=precision)
+
+    return Method(spec.name, run_pipeline, stochastic=True, module=pipeline)
+
+
+def build_lpnsr(options: str, device: torch.device) -> LPNSRPipeline:
+    """An LPNSR pipeline from an options path or ``@preset`` (random weights)."""
+    if options.startswith('@'):
+        from lpnsr_arch.bench.presets import preset_options
+        return LPNSRPipeline.from_options(preset_options(options[1:]), device)
+    return LPNSRPipeline.from_options(options, device)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImagePair:
+    """One benchmark image: the LQ file and, when the dataset has one, its GT file."""
+    name: str
+    lq: Path
+    gt: Optional[Path] = None
+
+
+_LQ_SUFFIX = re.compile(r'[_-]?(x\d+|lq|lr|LQ|LR)$')
+
+
+def _image_files(folder: Path) -> List[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f'dataset folder {folder} does not exist')
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_pairs(gt_dir: Optional[Path], lq_dir: Path, limit: Optional[int] = None) -> List[ImagePair]:
+    """Match LQ to GT files by name (an LQ suffix such as ``x4``, ``_lq`` is ignored); GT may be absent."""
+    lq_files = _image_files(lq_dir)
+    if gt_dir is None:
+        pairs = [ImagePair(p.stem, p) for p in lq_files]
+    else:
+        gt_by_stem = {p.stem: p for p in _image_files(gt_dir)}
+        pairs, unmatched = [], []
+        for lq in lq_files:
+            gt = gt_by_stem.get(lq.stem) or gt_by_stem.get(_LQ_SUFFIX.sub('', lq.stem))
+            if gt is None:
+                unmatched.append(lq.name)
+            else:
+                pairs.append(ImagePair(lq.stem, lq, gt))
+        if unmatched:
+            raise ValueError(f'{lq_dir}: no GT in {gt_dir} for {unmatched}')
+    if not pairs:
+        raise ValueError(f'{lq_dir}: no images')
+    return pairs[:limit] if limit else pairs
+
+
+def parse_dataset(text: str) -> Tuple[str, Optional[Path], Path]:
+    """``NAME=GT_DIR,LQ_DIR`` or ``NAME=,LQ_DIR`` (no GT) -> (name, gt_dir, lq_dir)."""
+    name, sep, folders = text.partition('=')
+    gt, comma, lq = folders.partition(',')
+    if not sep or not comma or not lq:
+        raise ValueError(f'dataset {text!r}: expected NAME=GT_DIR,LQ_DIR (GT_DIR may be empty)')
+    return name, (Path(gt) if gt else None), Path(lq)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Metrics (BasicSR's, on 8-bit images as a saved result would be)
+# --------------------------------------------------------------------------------------------------------------
+def to_bgr255(image01: Tensor) -> np.ndarray:
+    """(1, 3, H, W) RGB float in [0, 1] -> (H, W, 3) BGR float64 in [0, 255], rounded to 8-bit levels."""
+    array = image01[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()[:, :, ::-1]
+    return np.round(array * 255.0).astype(np.float64)
+
+
+def read_gt(path: Path, sr_shape: Sequence[int]) -> np.ndarray:
+    """The GT as BGR [0, 255], cropped to the SR size (mod-crop)."""
+    gt01, _ = read_image(path)
+    height, width = sr_shape[-2:]
+    if gt01.shape[-2] < height or gt01.shape[-1] < width:
+        raise ValueError(f'{path}: GT {tuple(gt01.shape[-2:])} is smaller than the SR output {(height, width)}')
+    return to_bgr255(gt01[:, :, :height, :width])
+
+
+def psnr_ssim_y(sr_bgr: np.ndarray, gt_bgr: np.ndarray, crop_border: int) -> Tuple[float, float]:
+    """BasicSR PSNR and SSIM on the Y channel, ``crop_border`` pixels removed."""
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    psnr = calculate_psnr(sr_bgr, gt_bgr, crop_border=crop_border, input_order='HWC', test_y_channel=True)
+    ssim = calculate_ssim(sr_bgr, gt_bgr, crop_border=crop_border, input_order='HWC', test_y_channel=True)
+    return float(psnr), float(ssim)
+
+
+def niqe_y(sr_bgr: np.ndarray, crop_border: int) -> float:
+    """BasicSR NIQE (Y channel), or NaN where it is undefined.
+
+    NIQE fits a Gaussian to features of 96x96 blocks: an image with fewer than two whole blocks after the border crop
+    (or with degenerate statistics, e.g. a flat image) has no covariance, so it gets NaN and a log line.
+    """
+    height, width = (side - 2 * crop_border for side in sr_bgr.shape[:2])
+    if min(height, width) < NIQE_MIN_SIZE or (height // NIQE_MIN_SIZE) * (width // NIQE_MIN_SIZE) < 2:
+        return math.nan
+    import warnings
+
+    from basicsr.metrics import calculate_niqe
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        try:
+            return float(calculate_niqe(sr_bgr, crop_border=crop_border, input_order='HWC', convert_to='y'))
+        except np.linalg.LinAlgError as error:
+            logger.warning(f'NIQE undefined for this image ({error}); reported as n/a')
+            return math.nan
+
+
+def lpips_note() -> str:
+    """Why LPIPS/DISTS/CLIP-IQA/MUSIQ are not computed (their backbone weights are not available offline)."""
+    return ('LPIPS, DISTS, CLIP-IQA and MUSIQ skipped: their backbone weights (VGG/AlexNet/CLIP) need a download; '
+            'NIQE is n/a for images with fewer than two 96-px blocks after the border crop')
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class Table:
+    """Rows of one benchmark, plus notes."""
+    title: str
+    rows: List[Dict[str, object]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return 'n/a' if math.isnan(value) else f'{value:.4g}'
+    return '' if value is None else str(value)
+
+
+def report(table: Table, out_dir: Optional[Path], stem: str, meta: Optional[Mapping[str, object]] = None) -> None:
+    """Print ``table`` as aligned text and, with ``out_dir``, write ``<stem>.csv`` and ``<stem>.json``."""
+    columns: List[str] = []
+    for row in table.rows:
+        columns.extend(key for key in row if key not in columns)
+    cells = [[_cell(row.get(column)) for column in columns] for row in table.rows]
+    widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
+    lines = [table.title, '  '.join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ['  '.join(c.ljust(w) for c, w in zip(line, widths)) for line in cells]
+    lines += [f'note: {note}' for note in table.notes]
+    print('\n'.join(lines))
+    if out_dir is None:
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / f'{stem}.csv').open('w', newline='', encoding='utf-8') as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(table.rows)
+    rows = [{key: _json_value(value) for key, value in row.items()} for row in table.rows]
+    payload = {'title': table.title, 'rows': rows, 'notes': table.notes, 'meta': dict(meta or {})}
+    (out_dir / f'{stem}.json').write_text(json.dumps(payload, indent=2, default=str), encoding='utf-8')
+    logger.info(f'wrote {out_dir / stem}.csv and .json')
+
+
+def _json_value(value: object) -> object:
+    """NaN -> null (strict JSON)."""
+    return None if isinstance(value, float) and math.isnan(value) else value

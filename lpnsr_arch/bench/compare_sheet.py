@@ -1,0 +1,117 @@
+"""Visual comparison sheet: one PNG grid per image, rows = crops, columns = LR, bicubic, baselines, LPNSR with two
+seeds, GT.
+
+Example::
+
+    python -m lpnsr_arch.bench.compare_sheet --lq /data/set5/lr_bicubic_x4/babyx4.png --gt /data/set5/hr/baby.png \
+        --method lpnsr:options/inference_lpnsr_official.yml --crop 40,30,32 --out results/sheets
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lpnsr_arch.bench.common import Method, Table, build_method, parse_method, report, resolve_device
+from lpnsr_arch.imageio import read_image, write_image
+
+__all__ = ['Crop', 'parse_crop', 'build_sheet', 'main']
+
+logger = logging.getLogger('lpnsr_arch.bench')
+
+Crop = Tuple[int, int, int]
+"""``(left, top, size)`` of a square crop in LR pixels."""
+
+LABEL_HEIGHT = 18
+
+
+def parse_crop(text: str) -> Crop:
+    """``LEFT,TOP,SIZE`` in LR pixels."""
+    parts = text.split(',')
+    if len(parts) != 3 or not all(p.strip().lstrip('-').isdigit() for p in parts):
+        raise ValueError(f'crop {text!r}: expected LEFT,TOP,SIZE (LR pixels)')
+    left, top, size = (int(p) for p in parts)
+    if left < 0 or top < 0 or size < 1:
+        raise ValueError(f'crop {text!r}: LEFT and TOP must be >= 0 and SIZE >= 1')
+    return left, top, size
+
+
+def _centre_crop(height: int, width: int) -> Crop:
+    size = max(1, min(height, width) // 2)
+    return (width - size) // 2, (height - size) // 2, size
+
+
+def _labelled(tile01: Tensor, label: str) -> np.ndarray:
+    """(1, 3, h, w) in [0, 1] -> (h + label band, w, 3) uint8 RGB with ``label`` written above."""
+    image = np.round(tile01[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+    band = np.full((LABEL_HEIGHT, image.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(band, label[:max(1, image.shape[1] // 7)], (2, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band, image], axis=0)
+
+
+def build_sheet(lr01: Tensor, gt01: Optional[Tensor], methods: Sequence[Method], crops: Sequence[Crop], *,
+                seeds: Tuple[int, int], scale: int = 4) -> Tuple[np.ndarray, List[str]]:
+    """The sheet (H, W, 3) uint8 RGB and its column labels. Each method runs once per seed on the whole image."""
+    columns: List[Tuple[str, Tensor]] = [('LR', F.interpolate(lr01, scale_factor=scale, mode='nearest'))]
+    for method in methods:
+        for seed in (seeds if method.stochastic else seeds[:1]):
+            label = f'{method.name} s{seed}' if method.stochastic else method.name
+            columns.append((label, method.upscale(lr01, seed).cpu()))
+    if gt01 is not None:
+        columns.append(('GT', gt01[:, :, :lr01.shape[-2] * scale, :lr01.shape[-1] * scale]))
+    rows = []
+    for left, top, size in crops:
+        if left + size > lr01.shape[-1] or top + size > lr01.shape[-2]:
+            raise ValueError(f'crop {(left, top, size)} exceeds the LR image {tuple(lr01.shape[-2:])}')
+        box = (slice(top * scale, (top + size) * scale), slice(left * scale, (left + size) * scale))
+        rows.append(np.concatenate([_labelled(image[:, :, box[0], box[1]], label) for label, image in columns],
+                                   axis=1))
+    return np.concatenate(rows, axis=0), [label for label, _ in columns]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='PNG comparison grid of crops across methods.')
+    parser.add_argument('--lq', type=Path, action='append', required=True, help='LR image (repeat)')
+    parser.add_argument('--gt', type=Path, action='append', default=None, help='GT image, same order as --lq')
+    parser.add_argument('--method', action='append', default=[], help='as in bench.quality (bicubic is always in)')
+    parser.add_argument('--crop', action='append', default=None, help='LEFT,TOP,SIZE in LR px (default: centre)')
+    parser.add_argument('--seeds', type=int, nargs=2, default=(0, 1), help='the two LPNSR seeds')
+    parser.add_argument('--tile', type=int, default=None)
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--out', type=Path, required=True, help='folder for <name>_sheet.png and sheets.csv/json')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Table:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    if args.gt is not None and len(args.gt) != len(args.lq):
+        raise SystemExit(f'--gt given {len(args.gt)} times for {len(args.lq)} --lq images')
+    device = resolve_device(args.device)
+    specs = [parse_method('bicubic')] + [parse_method(text) for text in args.method if text != 'bicubic']
+    methods = [build_method(spec, device=device, tile=args.tile) for spec in specs]
+    crops = [parse_crop(text) for text in args.crop] if args.crop else None
+    table = Table(title='comparison sheets')
+    for index, lq_path in enumerate(args.lq):
+        lr01, _ = read_image(lq_path)
+        gt01 = read_image(args.gt[index])[0] if args.gt else None
+        sheet, labels = build_sheet(lr01, gt01, methods, crops or [_centre_crop(*lr01.shape[-2:])],
+                                    seeds=tuple(args.seeds))
+        out_path = args.out / f'{lq_path.stem}_sheet.png'
+        write_image(out_path, torch.from_numpy(sheet).permute(2, 0, 1)[None].float() / 255.0)
+        table.rows.append({'image': lq_path.name, 'sheet': str(out_path), 'columns': ' | '.join(labels),
+                           'height': sheet.shape[0], 'width': sheet.shape[1]})
+    report(table, args.out, 'sheets', meta=vars(args))
+    return table
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,119 @@
+"""Run-to-run consistency: N seeds per image, learned vs Gaussian noise on the same denoiser.
+
+For every LPNSR pipeline and noise kind, each image is super-resolved with ``--seeds`` seeds. Reported per
+(pipeline, noise, dataset), averaged over images:
+
+* ``pixel_std``: the per-pixel standard deviation across seeds (8-bit levels), averaged over pixels: how much the
+  output changes from run to run (LPNSR's claim: less than with Gaussian noise);
+* ``<metric>_mean`` / ``<metric>_std``: the mean and standard deviation across seeds of PSNR-Y, SSIM-Y (with GT)
+  and NIQE (images of >= 96 px after the crop).
+
+Example::
+
+    python -m lpnsr_arch.bench.consistency --pipeline options/inference_lpnsr_official.yml --seeds 5 \
+        --dataset val=/data/val_realesrgan_x4/gt,/data/val_realesrgan_x4/lq --limit 8 --out results/consistency
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from lpnsr_arch.bench.common import (Table, build_lpnsr, load_pairs, niqe_y, parse_dataset, psnr_ssim_y, read_gt,
+                                     report, resolve_device, to_bgr255)
+from lpnsr_arch.imageio import read_image
+from lpnsr_arch.pipeline import LPNSRPipeline
+
+__all__ = ['image_consistency', 'main']
+
+logger = logging.getLogger('lpnsr_arch.bench')
+
+METRICS = ('psnr_y', 'ssim_y', 'niqe')
+
+
+def image_consistency(pipeline: LPNSRPipeline, pair, *, noise: str, seeds: Sequence[int], crop_border: int,
+                      tile: Optional[int], precision: str, device: torch.device) -> Dict[str, float]:
+    """Per-image statistics over ``seeds``: pixel std and the mean/std of every metric (NaN if not applicable)."""
+    lr01, _ = read_image(pair.lq)
+    outputs = []
+    scores: Dict[str, List[float]] = {name: [] for name in METRICS}
+    for seed in seeds:
+        sr01 = pipeline(lr01.to(device), seed=seed, noise=noise, tile=tile,
+                        precision=precision)
+        sr_bgr = to_bgr255(sr01)
+        outputs.append(sr_bgr)
+        if pair.gt is not None:
+            psnr, ssim = psnr_ssim_y(sr_bgr, read_gt(pair.gt, sr01.shape), crop_border)
+            scores['psnr_y'].append(psnr)
+            scores['ssim_y'].append(ssim)
+        scores['niqe'].append(niqe_y(sr_bgr, crop_border))
+    stats = {'pixel_std': float(np.stack(outputs).std(axis=0).mean())}
+    for name, values in scores.items():
+        finite = [v for v in values if not math.isnan(v)]
+        stats[f'{name}_mean'] = float(np.mean(finite)) if finite else math.nan
+        stats[f'{name}_std'] = float(np.std(finite)) if finite else math.nan
+    return stats
+
+
+def _average(rows: List[Dict[str, float]]) -> Dict[str, float]:
+    keys = rows[0].keys()
+    averaged = {}
+    for key in keys:
+        finite = [row[key] for row in rows if not math.isnan(row[key])]
+        averaged[key] = float(np.mean(finite)) if finite else math.nan
+    return averaged
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='Seed-to-seed variation of LPNSR with learned vs Gaussian noise.')
+    parser.add_argument('--pipeline', action='append', required=True,
+                        help='LPNSR options file or @PRESET (official/small/tiny); repeat for several')
+    parser.add_argument('--dataset', action='append', required=True, help='NAME=GT_DIR,LQ_DIR (GT_DIR may be empty)')
+    parser.add_argument('--noise', nargs='+', choices=('learned', 'gaussian'), default=['learned', 'gaussian'])
+    parser.add_argument('--seeds', type=int, default=5, help='seeds per image (0 .. N-1 plus --seed-offset)')
+    parser.add_argument('--seed-offset', type=int, default=0)
+    parser.add_argument('--limit', type=int, default=None, help='at most this many images per dataset')
+    parser.add_argument('--crop-border', type=int, default=4)
+    parser.add_argument('--tile', type=int, default=None)
+    parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--out', type=Path, default=None, help='folder for consistency.csv / .json')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Table:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    if args.seeds < 2:
+        raise SystemExit('--seeds must be >= 2 to measure a spread')
+    device = resolve_device(args.device)
+    seeds = [args.seed_offset + i for i in range(args.seeds)]
+    datasets = [parse_dataset(text) for text in args.dataset]
+    table = Table(title=f'consistency over {args.seeds} seeds ({args.precision}, {device})',
+                  notes=['pixel_std: per-pixel std across seeds in 8-bit levels, averaged over pixels and images'])
+    for options in args.pipeline:
+        pipeline = build_lpnsr(options, device)
+        for noise in args.noise:
+            if noise == 'learned' and pipeline.noise_predictor is None:
+                table.notes.append(f'{options}: no noise predictor, learned noise skipped')
+                continue
+            for name, gt_dir, lq_dir in datasets:
+                pairs = load_pairs(gt_dir, lq_dir, args.limit)
+                per_image = [
+                    image_consistency(pipeline, pair, noise=noise, seeds=seeds, crop_border=args.crop_border,
+                                      tile=args.tile, precision=args.precision, device=device) for pair in pairs
+                ]
+                row = {'pipeline': Path(options).stem, 'noise': noise, 'dataset': name, 'images': len(pairs)}
+                row.update(_average(per_image))
+                table.rows.append(row)
+    report(table, args.out, 'consistency', meta=vars(args))
+    return table
+
+
+if __name__ == '__main__':
+    main()

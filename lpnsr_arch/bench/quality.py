@@ -1,0 +1,93 @@
+"""Quality benchmark: methods x datasets -> PSNR-Y, SSIM-Y (crop 4) and NIQE (BasicSR's metrics).
+
+Example::
+
+    python -m lpnsr_arch.bench.quality --out results/bench_quality \
+        --method bicubic --method lpnsr:options/inference_lpnsr_official.yml \
+        --dataset val=/data/val_realesrgan_x4/gt,/data/val_realesrgan_x4/lq \
+        --dataset set5=/data/set5/hr,/data/set5/lr_bicubic_x4
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from lpnsr_arch.bench.common import (Method, Table, build_method, load_pairs, lpips_note, niqe_y, parse_dataset,
+                                     parse_method, psnr_ssim_y, read_gt, report, resolve_device, to_bgr255)
+from lpnsr_arch.imageio import read_image
+
+__all__ = ['evaluate', 'main']
+
+logger = logging.getLogger('lpnsr_arch.bench')
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def evaluate(method: Method, dataset: str, pairs, *, seed: int, crop_border: int) -> Dict[str, object]:
+    """One row: the method's mean metrics over ``pairs`` (NaN where a metric does not apply)."""
+    psnrs: List[float] = []
+    ssims: List[float] = []
+    niqes: List[float] = []
+    started = time.perf_counter()
+    for pair in pairs:
+        lr01, _ = read_image(pair.lq)
+        sr01 = method.upscale(lr01, seed)
+        sr_bgr = to_bgr255(sr01)
+        if pair.gt is not None:
+            psnr, ssim = psnr_ssim_y(sr_bgr, read_gt(pair.gt, sr01.shape), crop_border)
+            psnrs.append(psnr)
+            ssims.append(ssim)
+        niqes.append(niqe_y(sr_bgr, crop_border))
+    seconds = time.perf_counter() - started
+    return {
+        'method': method.name, 'dataset': dataset, 'images': len(pairs), 'psnr_y': _mean(psnrs),
+        'ssim_y': _mean(ssims), 'niqe': _mean(niqes), 'niqe_images': sum(not math.isnan(v) for v in niqes),
+        'seconds_per_image': seconds / len(pairs)
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='PSNR/SSIM (Y, crop border) and NIQE of methods on datasets.')
+    parser.add_argument('--method', action='append', required=True,
+                        help='[NAME=]bicubic | basicsr:OPTIONS.yml | lpnsr:OPTIONS.yml | lpnsr:@PRESET (repeat)')
+    parser.add_argument('--dataset', action='append', required=True,
+                        help='NAME=GT_DIR,LQ_DIR (GT_DIR empty for no-reference sets; repeat)')
+    parser.add_argument('--limit', type=int, default=None, help='at most this many images per dataset')
+    parser.add_argument('--crop-border', type=int, default=4)
+    parser.add_argument('--seed', type=int, default=12345, help='seed of the stochastic methods')
+    parser.add_argument('--noise', choices=('learned', 'gaussian'), default=None, help='LPNSR noise override')
+    parser.add_argument('--tile', type=int, default=None, help='LPNSR tile override (0: off)')
+    parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--out', type=Path, default=None, help='folder for quality.csv / quality.json')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Table:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    device = resolve_device(args.device)
+    datasets = [parse_dataset(text) for text in args.dataset]
+    table = Table(title=f'quality (Y channel, crop {args.crop_border}, seed {args.seed}, {args.precision}, {device})',
+                  notes=[lpips_note()])
+    for spec in (parse_method(text) for text in args.method):
+        method = build_method(spec, device=device, noise=args.noise, tile=args.tile, precision=args.precision)
+        for name, gt_dir, lq_dir in datasets:
+            pairs = load_pairs(gt_dir, lq_dir, args.limit)
+            logger.info(f'{method.name} on {name}: {len(pairs)} images')
+            table.rows.append(evaluate(method, name, pairs, seed=args.seed, crop_border=args.crop_border))
+    report(table, args.out, 'quality', meta=vars(args))
+    return table
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,196 @@
+"""The Real-ESRGAN second-order degradation, once, device-agnostic, built from BasicSR's own pieces.
+
+Every place that synthesises LR images from HR images (the baseline training models, ``datasets/make_test_pairs.py``)
+goes through :class:`SecondOrderDegradation`, so training and test pairs share one pipeline.
+
+The random choices follow Real-ESRGAN: Python's ``random`` picks resize directions and modes, ``numpy.random`` draws
+probabilities and scales, and torch's global generator draws noise and JPEG qualities. Seeding all three (for
+example with ``basicsr.utils.set_random_seed``) makes the output reproducible.
+"""
+from __future__ import annotations
+
+import random
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from lpnsr_arch.compat import install_basicsr_fixes
+
+install_basicsr_fixes()  # DiffJPEG must return contiguous tensors for the CPU filter2D below
+
+from basicsr.data.degradations import random_add_gaussian_noise_pt, random_add_poisson_noise_pt  # noqa: E402
+from basicsr.data.transforms import paired_random_crop  # noqa: E402
+from basicsr.utils import DiffJPEG, USMSharp  # noqa: E402
+from basicsr.utils.img_process_util import filter2D  # noqa: E402
+
+#: Top-level option keys of a Real-ESRGAN recipe read by :class:`SecondOrderDegradation`, with their expected length
+#: (``None``: a scalar probability).
+DEGRADATION_KEYS: Dict[str, Optional[int]] = {
+    'resize_prob': 3, 'resize_range': 2, 'gaussian_noise_prob': None, 'noise_range': 2, 'poisson_scale_range': 2,
+    'gray_noise_prob': None, 'jpeg_range': 2,
+    'second_blur_prob': None, 'resize_prob2': 3, 'resize_range2': 2, 'gaussian_noise_prob2': None,
+    'noise_range2': 2, 'poisson_scale_range2': 2, 'gray_noise_prob2': None, 'jpeg_range2': 2,
+}
+
+#: Real-ESRGAN x4plus values of :data:`DEGRADATION_KEYS` (used by the dataset scripts when no recipe is given).
+REALESRGAN_X4PLUS_DEGRADATION: Dict[str, object] = {
+    'resize_prob': [0.2, 0.7, 0.1], 'resize_range': [0.15, 1.5], 'gaussian_noise_prob': 0.5,
+    'noise_range': [1, 30], 'poisson_scale_range': [0.05, 3], 'gray_noise_prob': 0.4, 'jpeg_range': [30, 95],
+    'second_blur_prob': 0.8, 'resize_prob2': [0.3, 0.4, 0.3], 'resize_range2': [0.3, 1.2],
+    'gaussian_noise_prob2': 0.5, 'noise_range2': [1, 25], 'poisson_scale_range2': [0.05, 2.5],
+    'gray_noise_prob2': 0.4, 'jpeg_range2': [30, 95],
+}
+
+_RESIZE_MODES = ('area', 'bilinear', 'bicubic')
+_RESIZE_DIRECTIONS = ('up', 'down', 'keep')
+_BLUR_KERNEL_SIZE = 21  # RealESRGANDataset pads every kernel to 21x21
+
+
+def validate_degradation_opt(opt: dict) -> Dict[str, object]:
+    """Return the :data:`DEGRADATION_KEYS` entries of ``opt``; raise ``KeyError``/``ValueError`` naming a bad key."""
+    values = {}
+    for key, length in DEGRADATION_KEYS.items():
+        if key not in opt:
+            raise KeyError(f"degradation option '{key}' is missing (expected at the top level of the options, "
+                           f'as in Real-ESRGAN recipes)')
+        value = opt[key]
+        if length is None:
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"degradation option '{key}' must be a probability in [0, 1], got {value!r}")
+        elif not isinstance(value, (list, tuple)) or len(value) != length:
+            raise ValueError(f"degradation option '{key}' must be a list of {length} numbers, got {value!r}")
+        values[key] = list(value) if length is not None else float(value)
+    for key in ('resize_prob', 'resize_prob2'):
+        if abs(sum(values[key]) - 1) > 1e-6:
+            raise ValueError(f"degradation option '{key}' (up, down, keep) must sum to 1, got {values[key]}")
+    return values
+
+
+def _random_resize_factor(direction_probs: Sequence[float], factor_range: Sequence[float]) -> float:
+    """Draw a resize factor: up in [1, max], down in [min, 1] or keep (1), with the given probabilities."""
+    direction = random.choices(_RESIZE_DIRECTIONS, direction_probs)[0]
+    if direction == 'up':
+        return float(np.random.uniform(1, factor_range[1]))
+    if direction == 'down':
+        return float(np.random.uniform(factor_range[0], 1))
+    return 1.0
+
+
+def _random_resize_mode() -> str:
+    return random.choice(_RESIZE_MODES)
+
+
+def _add_random_noise(img: torch.Tensor, *, gaussian_prob: float, sigma_range: Sequence[float],
+                      poisson_scale_range: Sequence[float], gray_prob: float) -> torch.Tensor:
+    """Gaussian noise with probability ``gaussian_prob``, else Poisson noise; (B,3,h,w) in [0,1], clipped."""
+    if np.random.uniform() < gaussian_prob:
+        return random_add_gaussian_noise_pt(img, sigma_range=sigma_range, clip=True, rounds=False,
+                                            gray_prob=gray_prob)
+    return random_add_poisson_noise_pt(img, scale_range=poisson_scale_range, gray_prob=gray_prob, clip=True,
+                                       rounds=False)
+
+
+class SecondOrderDegradation(torch.nn.Module):
+    """Real-ESRGAN's two rounds of blur, resize, noise and JPEG, then a final resize + sinc filter.
+
+    Args:
+        opt: options holding every key of :data:`DEGRADATION_KEYS` (extra keys are ignored).
+        scale: super-resolution factor; the LR image is ``H // scale`` x ``W // scale``.
+    """
+
+    def __init__(self, *, opt: dict, scale: int) -> None:
+        super().__init__()
+        if not isinstance(scale, int) or scale < 1:
+            raise ValueError(f'scale must be a positive integer, got {scale!r}')
+        self.scale = scale
+        self.settings = validate_degradation_opt(opt)
+        self.jpeger = DiffJPEG(differentiable=False)
+
+    def min_gt_size(self) -> int:
+        """Smallest GT side for which every reflect-padded 21x21 blur has enough pixels."""
+        half_kernel = _BLUR_KERNEL_SIZE // 2
+        smallest_factor = min(self.settings['resize_range'][0], 1.0)
+        first_stage = int(np.ceil((half_kernel + 1) / smallest_factor))
+        return max(first_stage, (half_kernel + 1) * self.scale)
+
+    def _jpeg(self, img: torch.Tensor, quality_range: Sequence[float]) -> torch.Tensor:
+        quality = img.new_zeros(img.size(0)).uniform_(*quality_range)
+        return self.jpeger(torch.clamp(img, 0, 1), quality=quality)
+
+    def _resize_back_and_sinc(self, img: torch.Tensor, size: Tuple[int, int], sinc_kernel: torch.Tensor) -> torch.Tensor:
+        img = F.interpolate(img, size=size, mode=_random_resize_mode())
+        return filter2D(img, sinc_kernel)
+
+    @torch.no_grad()
+    def forward(self, gt: torch.Tensor, kernel1: torch.Tensor, kernel2: torch.Tensor,
+                sinc_kernel: torch.Tensor) -> torch.Tensor:
+        """Degrade a batch.
+
+        Args:
+            gt: (B,3,H,W) in [0,1], any device.
+            kernel1, kernel2, sinc_kernel: (B,21,21) blur kernels as produced by RealESRGANDataset.
+
+        Returns:
+            lq: (B,3,H//scale,W//scale) in [0,1], float32, quantised to multiples of 1/255.
+        """
+        if gt.dim() != 4 or gt.size(1) != 3:
+            raise ValueError(f'gt must be (B,3,H,W), got shape {tuple(gt.shape)}')
+        height, width = gt.shape[-2:]
+        if min(height, width) < self.min_gt_size():
+            raise ValueError(f'gt is {height}x{width}, but this degradation needs sides of at least '
+                             f'{self.min_gt_size()} px (21x21 kernels after resize_range[0] and x{self.scale})')
+        s = self.settings
+        with torch.autocast(device_type=gt.device.type, enabled=False):
+            kernel1, kernel2, sinc_kernel = (k.to(device=gt.device, dtype=torch.float32)
+                                             for k in (kernel1, kernel2, sinc_kernel))
+            out = filter2D(gt.float(), kernel1)
+            out = F.interpolate(out, scale_factor=_random_resize_factor(s['resize_prob'], s['resize_range']),
+                                mode=_random_resize_mode())
+            out = _add_random_noise(out, gaussian_prob=s['gaussian_noise_prob'], sigma_range=s['noise_range'],
+                                    poisson_scale_range=s['poisson_scale_range'], gray_prob=s['gray_noise_prob'])
+            out = self._jpeg(out, s['jpeg_range'])
+
+            if np.random.uniform() < s['second_blur_prob']:
+                out = filter2D(out, kernel2)
+            factor = _random_resize_factor(s['resize_prob2'], s['resize_range2'])
+            second_size = (int(height / self.scale * factor), int(width / self.scale * factor))
+            out = F.interpolate(out, size=second_size, mode=_random_resize_mode())
+            out = _add_random_noise(out, gaussian_prob=s['gaussian_noise_prob2'], sigma_range=s['noise_range2'],
+                                    poisson_scale_range=s['poisson_scale_range2'], gray_prob=s['gray_noise_prob2'])
+
+            # [resize back + sinc] and JPEG in a random order (the other orders make twisted lines)
+            lq_size = (height // self.scale, width // self.scale)
+            if np.random.uniform() < 0.5:
+                out = self._jpeg(self._resize_back_and_sinc(out, lq_size, sinc_kernel), s['jpeg_range2'])
+            else:
+                out = self._resize_back_and_sinc(self._jpeg(out, s['jpeg_range2']), lq_size, sinc_kernel)
+            return (torch.clamp((out * 255.0).round(), 0, 255) / 255.0).contiguous()
+
+
+@torch.no_grad()
+def degrade_batch(degradation: SecondOrderDegradation, data: Dict[str, torch.Tensor], device: torch.device, *,
+                  gt_size: int, usm_sharpener: Optional[USMSharp] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Turn a RealESRGANDataset batch into a training pair on ``device``.
+
+    Args:
+        degradation: the degradation (already on ``device``).
+        data: batch with ``gt`` (B,3,H,W) in [0,1] and ``kernel1``/``kernel2``/``sinc_kernel`` (B,21,21).
+        device: where the pair is made.
+        gt_size: side of the GT crop; the LR crop is ``gt_size // degradation.scale``.
+        usm_sharpener: if given, the GT is unsharp-masked first (the LR is made from, and paired with, the sharpened
+            GT, as Real-ESRGAN does with ``l1_gt_usm``).
+
+    Returns:
+        ``(lq, gt)``: (B,3,gt_size/scale,gt_size/scale) and (B,3,gt_size,gt_size), both in [0,1].
+    """
+    for key in ('gt', 'kernel1', 'kernel2', 'sinc_kernel'):
+        if key not in data:
+            raise KeyError(f"batch has no '{key}': degrade_batch needs a RealESRGANDataset-style batch")
+    gt = data['gt'].to(device)
+    if usm_sharpener is not None:
+        gt = usm_sharpener(gt)
+    lq = degradation(gt, data['kernel1'].to(device), data['kernel2'].to(device), data['sinc_kernel'].to(device))
+    gt, lq = paired_random_crop(gt, lq, gt_size, degradation.scale)
+    return lq.contiguous(), gt.contiguous()

@@ -1,0 +1,129 @@
+"""Image files for the command line: grey, RGB and RGBA, 8- and 16-bit, to and from float tensors in [0, 1].
+
+:func:`read_image` returns an RGB float tensor plus an :class:`ImageRecord` (what the file was: mode, bit depth,
+alpha plane); :func:`restore_mode` turns the SR result back into the file's mode (the alpha plane upscaled with
+bicubic), and :func:`write_image` writes it with the original bit depth (or 8-bit for JPEG).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ['ImageRecord', 'ImageReadError', 'read_image', 'restore_mode', 'write_image', 'IMAGE_EXTENSIONS']
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+
+
+class ImageReadError(ValueError):
+    """An input file that is not a readable image (names the file and the reason)."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What an input file held.
+
+    Attributes:
+        path: the file.
+        mode: ``'L'`` (grey), ``'RGB'`` or ``'RGBA'``.
+        bit_depth: 8 or 16.
+        alpha: the alpha plane as (1, 1, H, W) float in [0, 1] for RGBA, else None.
+    """
+    path: Path
+    mode: str
+    bit_depth: int
+    alpha: Optional[Tensor] = None
+
+
+def _to_unit_float(array: np.ndarray, path: Path) -> Tuple[np.ndarray, int]:
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0, 8
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0, 16
+    raise ImageReadError(f'{path}: unsupported pixel type {array.dtype} (expected 8- or 16-bit integers)')
+
+
+def read_image(path: str | Path) -> Tuple[Tensor, ImageRecord]:
+    """Read ``path`` as an RGB float tensor (1, 3, H, W) in [0, 1] and an :class:`ImageRecord`.
+
+    Grey images are repeated to 3 channels; the alpha of RGBA images goes into the record.
+
+    Raises:
+        ImageReadError: the file is missing, empty, not an image, or of an unsupported layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f'{path}: no such file')
+    raw = np.fromfile(str(path), dtype=np.uint8)
+    if raw.size == 0:
+        raise ImageReadError(f'{path}: the file is empty')
+    array = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ImageReadError(f'{path}: not a readable image (OpenCV could not decode it)')
+    unit, bit_depth = _to_unit_float(array, path)
+    alpha = None
+    if unit.ndim == 2 or (unit.ndim == 3 and unit.shape[2] == 1):
+        mode = 'L'
+        grey = unit.reshape(unit.shape[0], unit.shape[1])
+        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    elif unit.ndim == 3 and unit.shape[2] == 3:
+        mode = 'RGB'
+        rgb = unit[:, :, ::-1]
+    elif unit.ndim == 3 and unit.shape[2] == 4:
+        mode = 'RGBA'
+        rgb = unit[:, :, 2::-1]
+        alpha = torch.from_numpy(np.ascontiguousarray(unit[:, :, 3]))[None, None]
+    else:
+        raise ImageReadError(f'{path}: unsupported layout {array.shape} (expected grey, RGB or RGBA)')
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+    return tensor, ImageRecord(path=path, mode=mode, bit_depth=bit_depth, alpha=alpha)
+
+
+def restore_mode(sr01: Tensor, record: ImageRecord, scale: int) -> Tensor:
+    """Give the SR image (1, 3, sH, sW) in [0, 1] the input's mode: (1, C, sH, sW) with C = 1 (L), 3 or 4 (RGBA).
+
+    Grey: the mean of the three channels. RGBA: the alpha plane upscaled by bicubic (clamped to [0, 1]) is appended.
+    """
+    if record.mode == 'L':
+        return sr01.mean(dim=1, keepdim=True)
+    if record.mode == 'RGBA':
+        if record.alpha is None:
+            raise ValueError(f'{record.path}: RGBA record without an alpha plane')
+        alpha = F.interpolate(record.alpha.to(sr01), scale_factor=scale, mode='bicubic', align_corners=False)
+        return torch.cat([sr01, alpha.clamp(0.0, 1.0)], dim=1)
+    return sr01
+
+
+def write_image(path: str | Path, image01: Tensor, bit_depth: int = 8) -> None:
+    """Write (1, C, H, W) float ``image01`` in [0, 1] (C = 1, 3 or 4, RGB order) as ``bit_depth`` 8 or 16.
+
+    JPEG holds neither alpha nor 16 bits: asking for them raises ``ValueError``. Parent folders are created.
+    """
+    path = Path(path)
+    if image01.ndim != 4 or image01.shape[0] != 1 or image01.shape[1] not in (1, 3, 4):
+        raise ValueError(f'{path}: image must be shaped (1, C, H, W) with C in (1, 3, 4), got {tuple(image01.shape)}')
+    if bit_depth not in (8, 16):
+        raise ValueError(f'{path}: bit_depth must be 8 or 16, got {bit_depth}')
+    is_jpeg = path.suffix.lower() in ('.jpg', '.jpeg')
+    if is_jpeg and (bit_depth != 8 or image01.shape[1] == 4):
+        raise ValueError(f'{path}: JPEG cannot store 16-bit or alpha images; use .png')
+    max_value, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
+    array = image01[0].detach().float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy()
+    array = np.round(array * max_value).astype(dtype)
+    if array.shape[2] == 3:
+        array = array[:, :, ::-1]
+    elif array.shape[2] == 4:
+        array = array[:, :, [2, 1, 0, 3]]
+    else:
+        array = array[:, :, 0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(path.suffix or '.png', np.ascontiguousarray(array))
+    if not ok:
+        raise ValueError(f'{path}: OpenCV could not encode the image as {path.suffix!r}')
+    encoded.tofile(str(path))

@@ -1,0 +1,164 @@
+"""The ``lpnsr`` command: super-resolve an image or a folder of images with an LPNSR pipeline.
+
+Usage (Real-ESRGAN's conventions)::
+
+    python -m lpnsr_arch.inference -i inputs -o results --opt options/inference_lpnsr_official.yml \
+        --tile 256 --seed 12345 --precision bf16
+
+Every input gives ``<output>/<name>_<suffix>.<ext>``. Unreadable files are reported and skipped; the exit code is
+non-zero only when no image could be processed (or the arguments are wrong). An input is never overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+from lpnsr_arch.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, restore_mode, write_image
+from lpnsr_arch.pipeline import COLOR_FIXES, NOISE_KINDS, PRECISIONS, LPNSRPipeline, load_options
+
+__all__ = ['main', 'cli', 'build_parser', 'collect_inputs', 'output_path_for']
+
+logger = logging.getLogger('lpnsr_arch.inference')
+
+DEFAULT_OPTIONS = Path(__file__).resolve().parent.parent / 'options' / 'inference_lpnsr_official.yml'
+OOM_HINT = 'If you run out of memory, try a smaller --tile (e.g. 128) or --tile-batch 1.'
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (every option defaults to the options file's ``inference:`` block)."""
+    parser = argparse.ArgumentParser(prog='lpnsr', description='LPNSR 4x super-resolution of an image or folder.')
+    parser.add_argument('-i', '--input', type=Path, default=Path('inputs'), help='input image or folder')
+    parser.add_argument('-o', '--output', type=Path, default=Path('results'), help='output folder')
+    parser.add_argument('--opt', type=Path, default=DEFAULT_OPTIONS, help='options YAML naming networks/weights')
+    parser.add_argument('--tile', type=int, default=None, help='LR tile size (0: off; default from the options)')
+    parser.add_argument('--tile-overlap', type=int, default=None, help='LR pixels shared by neighbouring tiles')
+    parser.add_argument('--tile-batch', type=int, default=None, help='tiles per network call')
+    parser.add_argument('--seed', type=int, default=None, help='noise seed (default from the options)')
+    parser.add_argument('--noise', choices=NOISE_KINDS, default=None, help='learned (LPNSR) or gaussian (ResShift)')
+    parser.add_argument('--upsampler', choices=('network', 'bicubic'), default='network',
+                        help='pre-upsampler: the options file\'s network or plain bicubic')
+    parser.add_argument('--color-fix', choices=COLOR_FIXES, default=None, help='colour correction')
+    parser.add_argument('--precision', choices=sorted(PRECISIONS), default=None,
+                        help='autocast precision of the diffusion part (default: bf16 on CUDA, fp32 on CPU)')
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, ...')
+    parser.add_argument('--ext', choices=('auto', 'png', 'jpg'), default='auto',
+                        help='output format (auto: as the input; alpha and 16-bit images are always png)')
+    parser.add_argument('--suffix', default='out', help='output name suffix (<name>_<suffix>.<ext>); "" for none')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar, warnings only')
+    return parser
+
+
+def collect_inputs(source: Path) -> List[Path]:
+    """The image files named by ``source``: the file itself, or the folder's image files (sorted, not recursive)."""
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    raise FileNotFoundError(f'input {source} is neither a file nor a folder')
+
+
+def output_path_for(input_path: Path, output_dir: Path, *, suffix: str, ext: str, mode: str, bit_depth: int) -> Path:
+    """``<output_dir>/<stem>[_<suffix>].<ext>``; alpha or 16-bit images are written as png whatever ``ext`` says."""
+    if ext == 'auto':
+        extension = input_path.suffix.lower().lstrip('.') or 'png'
+    else:
+        extension = ext
+    if extension in ('jpg', 'jpeg') and (mode == 'RGBA' or bit_depth == 16):
+        extension = 'png'
+    name = f'{input_path.stem}_{suffix}' if suffix else input_path.stem
+    return output_dir / f'{name}.{extension}'
+
+
+def resolve_device(name: str) -> torch.device:
+    """``'auto'`` -> CUDA when available, else CPU."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    return torch.device(name)
+
+
+def build_pipeline(options_path: Path, upsampler: str, device: torch.device) -> LPNSRPipeline:
+    """The pipeline of ``options_path``; ``upsampler='bicubic'`` replaces its pre-upsampler by bicubic."""
+    options = load_options(options_path)
+    if upsampler == 'bicubic':
+        scale = int((options.get('inference') or {}).get('scale', 4))
+        options['network_upsampler'] = {'type': 'LPNSRBicubicUpsampler', 'scale': scale}
+        options.setdefault('path', {})['pretrain_network_upsampler'] = None
+    return LPNSRPipeline.from_options(options, device)
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+    written: List[Path]
+    failed: List[Path]
+
+
+def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argparse.Namespace,
+                  device: torch.device) -> RunSummary:
+    """Super-resolve every file of ``inputs``; failures are logged and counted, not raised."""
+    from tqdm import tqdm
+
+    precision = args.precision or ('bf16' if device.type == 'cuda' else 'fp32')
+    seed = pipeline.defaults.seed if args.seed is None else args.seed
+    protected = {p.resolve() for p in inputs}
+    summary = RunSummary(written=[], failed=[])
+    for path in tqdm(inputs, desc='lpnsr', unit='img', disable=args.quiet or len(inputs) < 2):
+        try:
+            lr01, record = read_image(path)
+            out_path = output_path_for(path, args.output, suffix=args.suffix, ext=args.ext, mode=record.mode,
+                                       bit_depth=record.bit_depth)
+            if out_path.resolve() in protected:
+                raise ValueError(f'{path}: the output {out_path} would overwrite an input; change -o or --suffix')
+            sr01 = pipeline(lr01.to(device), seed=seed, noise=args.noise, color_fix=args.color_fix, tile=args.tile,
+                            tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, precision=precision)
+            write_image(out_path, restore_mode(sr01, record, pipeline.scale).cpu(), bit_depth=record.bit_depth)
+        except (ImageReadError, ValueError, OSError) as error:
+            logger.error(f'skipped {path}: {error}')
+            summary.failed.append(path)
+            continue
+        except RuntimeError as error:
+            hint = f' {OOM_HINT}' if 'out of memory' in str(error).lower() else ''
+            logger.error(f'skipped {path}: {error}{hint}')
+            summary.failed.append(path)
+            continue
+        logger.info(f'{path} -> {out_path}')
+        summary.written.append(out_path)
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the exit code (0: at least one image written, 1: all failed, 2: bad arguments)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format='%(levelname)s %(message)s')
+    try:
+        inputs = collect_inputs(args.input)
+    except FileNotFoundError as error:
+        logger.error(str(error))
+        return 2
+    if not inputs:
+        logger.error(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) in {args.input}')
+        return 2
+    device = resolve_device(args.device)
+    try:
+        pipeline = build_pipeline(args.opt, args.upsampler, device)
+    except (OSError, KeyError, ValueError) as error:
+        logger.error(f'cannot build the pipeline from {args.opt}: {error}')
+        return 2
+    summary = process_files(pipeline, inputs, args, device)
+    logger.info(f'{len(summary.written)} written, {len(summary.failed)} failed, output folder {args.output}')
+    return 0 if summary.written else 1
+
+
+def cli() -> None:
+    """The ``lpnsr`` console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == '__main__':
+    cli()

@@ -1,0 +1,521 @@
+"""What the two diffusion training stages share (ResShift denoiser training and LPNSR noise-predictor training).
+
+:class:`DiffusionSRModel` is an abstract BasicSR model (not registered): it builds the frozen networks (autoencoder,
+optional pre-upsampler, ...) from ``network_*`` options, the :class:`~lpnsr_arch.diffusion.ResShiftDiffusion` from the
+top-level ``diffusion:`` block, and adds what BasicSR 1.4.2 lacks: AMP (``train.amp: none|fp16|bf16``) with the
+GradScaler state kept in the ``.state`` resume file, AdamW, the :class:`WarmupCosineLR` schedule, gradient accumulation
+(``train.grad_accum`` micro-batches per iteration), gradient clipping (``train.grad_clip``), a guard that skips a step
+whose loss or gradient is not finite and never saves non-finite weights, and atomic checkpoint writes.
+
+Value ranges: images enter as [0, 1] (BasicSR datasets), are mapped to [-1, 1] for the autoencoder and the networks'
+``lq`` condition, and the super-resolved result leaves as [0, 1].
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections import OrderedDict
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from basicsr.archs import build_network
+from basicsr.models.base_model import BaseModel
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+
+from lpnsr_arch.diffusion import DiffusionConfig, NoiseSource, NormalDraws, ResShiftDiffusion
+from lpnsr_arch.pipeline import pad_lr
+from lpnsr_arch.weights import load_weights, read_checkpoint_file, save_state_dict, unwrap_state_dict
+
+__all__ = ['DiffusionSRModel', 'WarmupCosineLR', 'warmup_cosine_lr', 'lr_size_multiple']
+
+AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {'none': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small pure helpers
+# --------------------------------------------------------------------------------------------------------------
+def warmup_cosine_lr(base_lr: float, step: int, *, warmup_iter: int, total_iter: int, eta_min: float) -> float:
+    """The learning rate after ``step`` scheduler steps (``step`` = 0 for the first iteration).
+
+    Linear warm-up ``base_lr * (step + 1) / warmup_iter`` for the first ``warmup_iter`` steps (ResShift's
+    ``adjust_lr``), then a cosine from ``base_lr`` down to ``eta_min`` over the remaining ``total_iter - warmup_iter``
+    steps; after ``total_iter`` it stays at ``eta_min``.
+    """
+    if step < warmup_iter:
+        return base_lr * (step + 1) / warmup_iter
+    progress = min(1.0, (step - warmup_iter) / max(1, total_iter - warmup_iter))
+    return eta_min + (base_lr - eta_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
+    """Linear warm-up, then cosine annealing to ``eta_min`` (see :func:`warmup_cosine_lr`); stepped once per iteration.
+
+    Use it from the options as ``train.scheduler: {type: WarmupCosineLR, warmup_iter: 5000, total_iter: 400000,
+    eta_min: 2.0e-5}`` (and leave BasicSR's own ``train.warmup_iter`` unset, or warm-up would be applied twice).
+    """
+
+    def __init__(self,
+                 optimizer: torch.optim.Optimizer,
+                 *,
+                 warmup_iter: int,
+                 total_iter: int,
+                 eta_min: float = 0.0,
+                 last_epoch: int = -1):
+        if warmup_iter < 0 or total_iter <= 0 or warmup_iter > total_iter:
+            raise ValueError(f'WarmupCosineLR needs 0 <= warmup_iter <= total_iter and total_iter > 0, got '
+                             f'warmup_iter={warmup_iter}, total_iter={total_iter}')
+        self.warmup_iter = int(warmup_iter)
+        self.total_iter = int(total_iter)
+        self.eta_min = float(eta_min)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> List[float]:
+        return [
+            warmup_cosine_lr(
+                base_lr, self.last_epoch, warmup_iter=self.warmup_iter, total_iter=self.total_iter,
+                eta_min=self.eta_min) for base_lr in self.base_lrs
+        ]
+
+
+def lr_size_multiple(scale: int, downscale: int, latent_multiple: int) -> int:
+    """The smallest LR side multiple whose ``scale``-times up-sampled latent side is a multiple of
+    ``latent_multiple`` (latent side = LR side * scale / downscale)."""
+    needed = downscale * latent_multiple
+    return needed // math.gcd(scale, needed)
+
+
+def split_micro_batches(tensors: Sequence[Tensor], num_chunks: int) -> List[Tuple[Tensor, ...]]:
+    """Split tensors of equal batch size into ``num_chunks`` micro-batches (the first ones one sample larger when the
+    batch does not divide evenly)."""
+    batch = tensors[0].shape[0]
+    if batch < num_chunks:
+        raise ValueError(f'train.grad_accum={num_chunks} is larger than the batch size {batch}')
+    return list(zip(*(torch.tensor_split(t, num_chunks) for t in tensors)))
+
+
+def all_finite(net: nn.Module) -> bool:
+    """True when every floating-point parameter and buffer of ``net`` is finite."""
+    tensors = list(net.parameters()) + list(net.buffers())
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+@contextlib.contextmanager
+def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
+    """Put ``net`` in eval mode for the ``with`` block and restore its previous mode afterwards."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
+def build_optimizer(block_name: str, options: Mapping, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    """An optimizer from an options block ``{type: AdamW, lr: ..., ...}``; bad keys raise naming ``train.<block>``."""
+    options = dict(options)
+    optim_type = options.pop('type', None)
+    if optim_type not in OPTIMIZERS:
+        raise KeyError(f'train.{block_name}.type must be one of {sorted(OPTIMIZERS)}, got {optim_type!r}')
+    try:
+        return OPTIMIZERS[optim_type](params, **options)
+    except TypeError as error:
+        raise KeyError(f'train.{block_name}: bad option for {optim_type}: {error}') from error
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The shared model
+# --------------------------------------------------------------------------------------------------------------
+class DiffusionSRModel(SRModel):
+    """Abstract base of the diffusion training models (``net_g`` is the trained network, everything else frozen).
+
+    Subclasses set the option-key whitelists below, build their losses in :meth:`init_training_settings` and implement
+    :meth:`optimize_parameters` and :meth:`_sampling_functions`. ``nondist_validation`` is BasicSR's: it calls
+    :meth:`test`, which runs the full seeded reverse chain and writes ``self.output`` (B, 3, sH, sW) in [0, 1].
+    """
+
+    #: ``network_*`` options that must be present / may be present (``network_g`` is always required).
+    REQUIRED_NETWORKS: Tuple[str, ...] = ('network_g', 'network_ae')
+    OPTIONAL_NETWORKS: Tuple[str, ...] = ('network_upsampler', )
+    #: networks that are loaded once and never trained (they must be listed in ``path.ignore_resume_networks``).
+    FROZEN_NETWORKS: Tuple[str, ...] = ('network_ae', 'network_upsampler')
+    #: keys allowed in the ``train:`` block.
+    TRAIN_KEYS: frozenset = frozenset({
+        'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'amp', 'grad_accum', 'grad_clip',
+        'perceptual_opt'
+    })
+
+    def __init__(self, opt: Dict):
+        BaseModel.__init__(self, opt)
+        self.logger = get_root_logger()
+        self._check_option_keys(opt)
+        self.scale = int(opt.get('scale', 4))
+        self.diffusion = ResShiftDiffusion(DiffusionConfig.from_dict(opt.get('diffusion')))
+        train_opt = opt.get('train') or {}
+        amp_name = str(train_opt.get('amp', 'none')).lower()
+        if amp_name not in AMP_DTYPES:
+            raise ValueError(f'train.amp must be one of {sorted(AMP_DTYPES)}, got {amp_name!r}')
+        self.amp_dtype = AMP_DTYPES[amp_name]
+        self.val_seed = int((opt.get('val') or {}).get('seed', 12345))
+
+        self.net_ae = self.build_frozen_network('network_ae')
+        self.net_upsampler = self.build_frozen_network('network_upsampler') if opt.get('network_upsampler') else None
+        self.build_extra_frozen_networks()
+
+        self.net_g = self.model_to_device(build_network(opt['network_g']))
+        self.print_network(self.net_g)
+        self.load_trained_network(self.net_g, 'network_g', default_param_key='params')
+        if self.is_train:
+            self.init_training_settings()
+
+    # ------------------------------------------------------------------------------------------ options
+    def _check_option_keys(self, opt: Dict) -> None:
+        """Raise a ``KeyError`` naming any missing/unknown ``network_*`` key or unknown ``train.*`` key."""
+        known_networks = set(self.REQUIRED_NETWORKS) | set(self.OPTIONAL_NETWORKS)
+        for key in opt:
+            if key.startswith('network_') and key not in known_networks:
+                raise KeyError(f'unknown option {key!r} for {type(self).__name__}; expected one of '
+                               f'{sorted(known_networks)}')
+        for key in self.REQUIRED_NETWORKS:
+            if not opt.get(key):
+                raise KeyError(f'option {key!r} is required by {type(self).__name__}')
+        if opt.get('is_train'):
+            unknown = sorted(set(opt.get('train') or {}) - self.TRAIN_KEYS)
+            if unknown:
+                raise KeyError(f'unknown option(s) {["train." + k for k in unknown]} for {type(self).__name__}; '
+                               f'expected a subset of {sorted(self.TRAIN_KEYS)}')
+            ignored = set((opt.get('path') or {}).get('ignore_resume_networks') or [])
+            missing = [k for k in self.FROZEN_NETWORKS if opt.get(k) and k not in ignored]
+            if missing:
+                raise KeyError(f'path.ignore_resume_networks must list the frozen network(s) {missing}: otherwise a '
+                               'resumed run looks for models/net_<name>_<iter>.pth files that are never written')
+
+    # ------------------------------------------------------------------------------------------ networks
+    def build_extra_frozen_networks(self) -> None:
+        """Hook: subclasses build their further frozen networks here (before ``net_g``)."""
+
+    def build_frozen_network(self, key: str) -> nn.Module:
+        """Build ``opt[key]``, load ``path.pretrain_<key>`` (``param_key_<name>``, ``strict_load_<name>``), freeze it.
+
+        The returned network is on ``self.device``, in eval mode, with ``requires_grad=False`` (gradients can still
+        flow *through* it to its inputs).
+        """
+        net = build_network(self.opt[key])
+        net.to(self.device)
+        path_opt = self.opt.get('path') or {}
+        name = key[len('network_'):]
+        load_path = path_opt.get(f'pretrain_{key}')
+        if load_path:
+            if not os.path.isfile(load_path):
+                raise FileNotFoundError(f'path.pretrain_{key}: no such file {load_path!r}')
+            load_weights(
+                net, load_path, param_key=path_opt.get(f'param_key_{name}', 'auto'),
+                strict=path_opt.get(f'strict_load_{name}', True))
+            self.logger.info(f'Loaded frozen {key} ({type(net).__name__}) from {load_path}')
+        elif any(True for _ in net.parameters()):
+            self.logger.warning(f'{key} ({type(net).__name__}) has parameters but no path.pretrain_{key}: '
+                                'it stays frozen at its random initialisation')
+        net.requires_grad_(False)
+        net.eval()
+        return net
+
+    def load_trained_network(self, net: nn.Module, key: str, *, default_param_key: str) -> None:
+        """Load ``path.pretrain_<key>`` into a trained network (``param_key_<name>``, default ``default_param_key``
+        when the checkpoint has it, else the checkpoint's own layout: official flat files load as they are)."""
+        path_opt = self.opt.get('path') or {}
+        name = key[len('network_'):]
+        load_path = path_opt.get(f'pretrain_{key}')
+        if not load_path:
+            return
+        if not os.path.isfile(load_path):
+            raise FileNotFoundError(f'path.pretrain_{key}: no such file {load_path!r}')
+        param_key = path_opt.get(f'param_key_{name}', default_param_key)
+        state = load_checkpoint_params(load_path, param_key)
+        load_weights(self.get_bare_model(net), state, strict=path_opt.get(f'strict_load_{name}', True))
+        self.logger.info(f'Loaded {key} ({type(self.get_bare_model(net)).__name__}) from {load_path} [{param_key}]')
+
+    def init_ema(self) -> None:
+        """Build ``net_g_ema`` (``train.ema_decay`` > 0): ``params_ema`` of ``path.pretrain_network_g`` or a copy."""
+        self.ema_decay = float(self.opt['train'].get('ema_decay', 0))
+        if self.ema_decay <= 0:
+            return
+        self.logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
+        self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+        load_path = (self.opt.get('path') or {}).get('pretrain_network_g')
+        if load_path:
+            load_weights(self.net_g_ema, load_checkpoint_params(load_path, 'params_ema'),
+                         strict=self.opt['path'].get('strict_load_g', True))
+        else:
+            self.model_ema(0)
+        self.net_g_ema.requires_grad_(False)
+        self.net_g_ema.eval()
+
+    def model_ema(self, decay: float = 0.999) -> None:
+        """EMA of ``net_g``'s parameters into ``net_g_ema``; buffers (e.g. ``relative_position_index``) are copied."""
+        net_g = self.get_bare_model(self.net_g)
+        ema_params = dict(self.net_g_ema.named_parameters())
+        with torch.no_grad():
+            for name, param in net_g.named_parameters():
+                ema_params[name].mul_(decay).add_(param.detach(), alpha=1 - decay)
+            ema_buffers = dict(self.net_g_ema.named_buffers())
+            for name, buffer in net_g.named_buffers():
+                ema_buffers[name].copy_(buffer)
+
+    # ------------------------------------------------------------------------------------------ training set-up
+    def init_common_training_settings(self) -> None:
+        """EMA, grad accumulation/clipping, GradScaler for ``net_g``; subclasses add losses and optimizers."""
+        train_opt = self.opt['train']
+        self.net_g.train()
+        self.init_ema()
+        self.grad_accum = int(train_opt.get('grad_accum', 1))
+        if self.grad_accum < 1:
+            raise ValueError(f'train.grad_accum must be >= 1, got {self.grad_accum}')
+        grad_clip = train_opt.get('grad_clip')
+        self.grad_clip = float(grad_clip) if grad_clip else None
+        self.grad_scalers: Dict[str, torch.amp.GradScaler] = {'g': self._new_grad_scaler()}
+        self.num_skipped_steps = 0
+
+    def _new_grad_scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+    def setup_optimizers(self) -> None:
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        self.optimizer_g = build_optimizer('optim_g', self.opt['train']['optim_g'], params)
+        self.optimizers.append(self.optimizer_g)
+
+    def setup_schedulers(self) -> None:
+        """BasicSR's schedulers plus ``WarmupCosineLR``; one scheduler per optimizer."""
+        train_opt = self.opt['train']
+        scheduler_opt = dict(train_opt['scheduler'])
+        scheduler_type = scheduler_opt.pop('type', None)
+        if scheduler_type != 'WarmupCosineLR':
+            self.opt['train'] = dict(train_opt, scheduler=dict(train_opt['scheduler']))
+            super().setup_schedulers()
+            return
+        if train_opt.get('warmup_iter', -1) > 0:
+            raise ValueError('train.warmup_iter applies BasicSR\'s own warm-up on top of WarmupCosineLR\'s: set '
+                             'train.scheduler.warmup_iter instead and remove train.warmup_iter')
+        for optimizer in self.optimizers:
+            try:
+                self.schedulers.append(WarmupCosineLR(optimizer, **scheduler_opt))
+            except TypeError as error:
+                raise KeyError(f'train.scheduler: bad option for WarmupCosineLR: {error}') from error
+
+    # ------------------------------------------------------------------------------------------ AMP and steps
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to ``train.amp``'s dtype on this device (a no-op context for ``amp: none``)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def accumulate_gradients(self, batch: Sequence[Tensor], loss_fn: Callable[..., 'OrderedDict[str, Tensor]'],
+                             scaler: torch.amp.GradScaler, current_iter: int) -> Optional['OrderedDict[str, Tensor]']:
+        """Run ``loss_fn(*micro_batch)`` on ``train.grad_accum`` micro-batches and back-propagate their sum.
+
+        Each micro-batch's terms are weighted by its share of the batch, so the gradients equal those of the full
+        batch. Returns the batch-mean loss terms (detached), or ``None`` when a term was not finite: then the
+        gradients are discarded and the caller must skip the step.
+        """
+        batch_size = batch[0].shape[0]
+        totals: 'OrderedDict[str, Tensor]' = OrderedDict()
+        for micro_batch in split_micro_batches(batch, self.grad_accum):
+            share = micro_batch[0].shape[0] / batch_size
+            with self.autocast():
+                terms = loss_fn(*micro_batch)
+            bad = [name for name, value in terms.items() if not bool(torch.isfinite(value).all())]
+            if bad:
+                self.logger.warning(f'iter {current_iter}: non-finite loss {bad} '
+                                    f'({ {k: float(v.detach()) for k, v in terms.items()} }); the step is skipped')
+                return None
+            scaler.scale(sum(terms.values()) * share).backward()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0) + value.detach().float() * share
+        return totals
+
+    def apply_gradients(self, net: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                        current_iter: int, label: str) -> bool:
+        """Unscale, clip (``train.grad_clip``), step and update the scaler. A non-finite gradient skips the step
+        (with fp16 the scaler lowers its scale, as usual). Returns whether the weights changed."""
+        params = [p for p in net.parameters() if p.requires_grad]
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or float('inf'))
+        finite = bool(torch.isfinite(grad_norm))
+        if finite or scaler.is_enabled():
+            scaler.step(optimizer)  # an enabled scaler skips the update itself when a gradient is inf/nan
+            scaler.update()
+        if not finite:
+            self.logger.warning(f'iter {current_iter}: non-finite gradient norm of {label}; the step is skipped')
+        optimizer.zero_grad(set_to_none=True)
+        return finite
+
+    def skip_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Discard the accumulated gradients of a step whose loss was not finite."""
+        optimizer.zero_grad(set_to_none=True)
+        self.num_skipped_steps += 1
+
+    # ------------------------------------------------------------------------------------------ data and encoding
+    def feed_data(self, data: Dict) -> None:
+        """``lq`` (B,3,h,w) and ``gt`` (B,3,sh,sw) in [0, 1]: from a paired batch, or synthesised on ``self.device``
+        by the Real-ESRGAN second-order degradation when the batch carries ``kernel1`` (training only)."""
+        if self.is_train and 'kernel1' in data:
+            from lpnsr_arch.data.degradation import degrade_batch
+            self.lq, self.gt = degrade_batch(
+                self._degradation(), data, self.device, gt_size=self._train_gt_size(), usm_sharpener=None)
+            return
+        super().feed_data(data)
+
+    def _degradation(self):
+        if getattr(self, '_second_order_degradation', None) is None:
+            from lpnsr_arch.data.degradation import SecondOrderDegradation
+            # the Real-ESRGAN recipe keys (resize_prob, noise_range, ...) sit at the top level of the options
+            self._second_order_degradation = SecondOrderDegradation(opt=self.opt, scale=self.scale).to(self.device)
+        return self._second_order_degradation
+
+    def _train_gt_size(self) -> int:
+        try:
+            return int(self.opt['datasets']['train']['gt_size'])
+        except KeyError as error:
+            raise KeyError('datasets.train.gt_size is required to crop degraded training pairs') from error
+
+    def upsample(self, lq01: Tensor) -> Tensor:
+        """Pre-upsample LR (B,3,h,w) in [0, 1] to (B,3,sh,sw), float32, not clamped (bicubic when no
+        ``network_upsampler``). Runs in fp32 outside autocast, like the official SwinIR wrapper."""
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            if self.net_upsampler is None:
+                return F.interpolate(lq01.float(), scale_factor=self.scale, mode='bicubic', align_corners=False)
+            return self.net_upsampler(lq01.float()).float()
+
+    @torch.no_grad()
+    def encode_condition(self, lq01: Tensor) -> Tensor:
+        """``y``: the latent of the pre-upsampled LR, (B, C, sh/d, sw/d), float32."""
+        return self.net_ae.encode(self.upsample(lq01) * 2 - 1).float()
+
+    @torch.no_grad()
+    def encode_target(self, gt01: Tensor) -> Tensor:
+        """``x0``: the (unquantised) latent of the HR image in [0, 1], float32."""
+        return self.net_ae.encode(gt01 * 2 - 1).float()
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Quantised decode (straight-through in training), (B,3,H,W) in about [-1, 1], not clamped, float32."""
+        return self.net_ae.decode(latent, quantize=True).float()
+
+    # ------------------------------------------------------------------------------------------ sampling
+    def _sampling_functions(self, draws: NormalDraws) -> Tuple[Callable[..., Tensor], NoiseSource]:
+        """``(denoiser, noise_source)`` for the reverse chain at validation time."""
+        raise NotImplementedError
+
+    def _sampling_networks(self) -> List[nn.Module]:
+        """The networks to put in eval mode while sampling."""
+        return [self.inference_network()]
+
+    def inference_network(self) -> nn.Module:
+        """The trained network used for sampling: ``net_g_ema`` when EMA is on, else ``net_g``."""
+        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+
+    def super_resolve(self, lq01: Tensor, *, seed: int) -> Tensor:
+        """The full seeded chain: LR (B,3,h,w) in [0,1] -> SR (B,3,sh,sw) in [0,1], float32.
+
+        The LR is mirror-padded (as the inference pipeline's ``pad_mode='multiple'``) so that the latent fits the
+        networks' ``size_multiple``; the output is cropped back.
+        """
+        height, width = lq01.shape[-2:]
+        multiple = lr_size_multiple(self.scale, int(self.net_ae.downscale), self._latent_size_multiple())
+        lq_padded, _ = pad_lr(lq01, multiple, 'multiple')
+        draws = NormalDraws.seeded(seed, self.device)
+        denoiser, noise_source = self._sampling_functions(draws)
+        with contextlib.ExitStack() as stack:
+            for net in self._sampling_networks():
+                stack.enter_context(eval_mode(net))
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(self.autocast())
+            y = self.encode_condition(lq_padded)
+            latent = self.diffusion.sample(y, lq_padded * 2 - 1, denoiser, noise_source, draws(y))
+            image = self.decode(latent)
+        image = image.clamp(-1, 1) * 0.5 + 0.5
+        return image[..., :height * self.scale, :width * self.scale]
+
+    def _latent_size_multiple(self) -> int:
+        return int(getattr(self.get_bare_model(self.net_g), 'size_multiple', 1))
+
+    def test(self) -> None:
+        """Validation/test forward: ``self.output`` = the seeded chain's SR of ``self.lq`` (``val.seed``)."""
+        self.output = self.super_resolve(self.lq, seed=self.val_seed)
+
+    # ------------------------------------------------------------------------------------------ saving / resuming
+    def trained_networks_finite(self) -> bool:
+        """False (and an error logged) when a trained network holds a non-finite value: such weights are not saved."""
+        nets = {name: getattr(self, name, None) for name in ('net_g', 'net_g_ema', 'net_d')}
+        bad = [name for name, net in nets.items() if net is not None and not all_finite(net)]
+        if bad:
+            self.logger.error(f'{bad} contain non-finite weights: the checkpoint is NOT written')
+        return not bad
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        """``net_g`` (``params`` + ``params_ema``), subclasses' extra nets, and the training state; nothing is
+        written when a trained network is not finite."""
+        if not self.trained_networks_finite():
+            return
+        if hasattr(self, 'net_g_ema'):
+            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
+        else:
+            self.save_network(self.net_g, 'net_g', current_iter)
+        self.save_extra_networks(current_iter)
+        self.save_training_state(epoch, current_iter)
+
+    def save_extra_networks(self, current_iter: int) -> None:
+        """Hook: subclasses save their further trained networks."""
+
+    @master_only
+    def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
+        """BasicSR's layout (``{param_key: state_dict}``, ``module.`` stripped, on CPU), written atomically."""
+        label = 'latest' if current_iter == -1 else current_iter
+        save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError('save_network: one param_key per network is needed')
+        payload = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            payload[key] = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v.detach().cpu())
+                                       for k, v in state.items())
+        save_state_dict(save_path, payload)  # atomic: temp file + os.replace
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """BasicSR's ``.state`` (epoch, iter, optimizers, schedulers) plus ``grad_scalers``, written atomically."""
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'grad_scalers': {name: scaler.state_dict() for name, scaler in self.grad_scalers.items()},
+        }
+        # save_state_dict's torch branch writes any nested dict atomically (temp file + os.replace)
+        save_state_dict(os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'), state)
+
+    def resume_training(self, resume_state: Dict) -> None:
+        """Optimizers and schedulers (BasicSR) and the GradScalers."""
+        super().resume_training(resume_state)
+        saved = resume_state.get('grad_scalers') or {}
+        for name, scaler in self.grad_scalers.items():
+            if saved.get(name):
+                scaler.load_state_dict(saved[name])
+            elif scaler.is_enabled():
+                self.logger.warning(f'the resume state has no GradScaler state for {name!r}: it starts afresh')
+
+
+def load_checkpoint_params(path: str, param_key: str) -> Dict[str, Tensor]:
+    """The weights under ``param_key`` when the checkpoint is a dict holding that entry (BasicSR's ``params`` /
+    ``params_ema``), else the checkpoint's own layout (official flat files, ``state_dict`` wrappers, ...)."""
+    checkpoint = read_checkpoint_file(path)
+    has_entry = isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(param_key), Mapping)
+    return unwrap_state_dict(checkpoint, param_key=param_key if has_entry else 'auto', source=path)

@@ -1,0 +1,186 @@
+"""Stage 2: train LPNSR's noise predictor end to end through the full reverse chain (``train_noise_predictor.py``).
+
+Every step unrolls the whole chain (``diffusion.sample`` with :class:`~lpnsr_arch.diffusion.LearnedNoise`) from
+``y = encode(up(lq))``; gradients flow through the frozen denoiser and the frozen decoder (quantised,
+straight-through) into ``net_g``. Losses on the decoded image ``pred`` in [0, 1] (not clamped): ``l_pix`` (L1),
+``l_lpips`` and, from ``train.gan_start_iter``, the hinge generator loss ``l_g_gan`` of a PatchGAN ``net_d`` working
+on latents (``train.gan_space: latent``, LPNSR v2) or on images (``pixel``).
+
+Alternation (as the official trainer): when the GAN is active, iterations with ``current_iter % disc_update_freq == 0``
+update only ``net_d`` (``l_d = (relu(1 - D(real)).mean() + relu(1 + D(fake)).mean()) / 2``), the others only
+``net_g``. Before ``gan_start_iter`` every iteration updates ``net_g`` (the official epoch-1 even steps, which compute
+the generator loss and throw it away, are not reproduced).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Callable, Tuple
+
+import torch
+from torch import Tensor
+
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from lpnsr_arch.diffusion import LearnedNoise, NoiseSource, NormalDraws
+from lpnsr_arch.models.diffusion_base_model import DiffusionSRModel, build_optimizer
+
+__all__ = ['LPNSRModel']
+
+GAN_SPACES = ('latent', 'pixel')
+
+
+@MODEL_REGISTRY.register()
+class LPNSRModel(DiffusionSRModel):
+    """``net_g`` = the noise predictor (``LPNSRNoisePredictor``, trained); frozen ``network_unet`` (the denoiser),
+    ``network_ae`` and optional ``network_upsampler``; optional ``network_d`` (trained, ``train.optim_d``).
+
+    Losses: ``train.pixel_opt`` (L1, ``l_pix``), ``train.perceptual_opt`` (``l_lpips``), ``train.gan_opt`` (BasicSR
+    ``GANLoss`` with ``gan_type: hinge``; ``l_g_gan``, and ``l_d`` for ``net_d``). At least one of the first two is
+    required. Validation samples with the learned noise (``net_g_ema`` when EMA is on), seeded by ``val.seed``.
+    """
+
+    REQUIRED_NETWORKS = DiffusionSRModel.REQUIRED_NETWORKS + ('network_unet', )
+    OPTIONAL_NETWORKS = DiffusionSRModel.OPTIONAL_NETWORKS + ('network_d', )
+    FROZEN_NETWORKS = DiffusionSRModel.FROZEN_NETWORKS + ('network_unet', )
+    TRAIN_KEYS = DiffusionSRModel.TRAIN_KEYS | {
+        'pixel_opt', 'gan_opt', 'optim_d', 'gan_space', 'gan_start_iter', 'disc_update_freq'
+    }
+
+    def build_extra_frozen_networks(self) -> None:
+        self.net_unet = self.build_frozen_network('network_unet')
+
+    def _latent_size_multiple(self) -> int:
+        multiples = [int(getattr(net, 'size_multiple', 1)) for net in (self.net_unet, self.get_bare_model(self.net_g))]
+        return math.lcm(*multiples)
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def init_training_settings(self) -> None:
+        self.init_common_training_settings()
+        train_opt = self.opt['train']
+        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
+        perceptual_opt = train_opt.get('perceptual_opt')
+        self.cri_perceptual = build_loss(perceptual_opt).to(self.device) if perceptual_opt else None
+        if self.cri_pix is None and self.cri_perceptual is None:
+            raise KeyError('LPNSRModel needs train.pixel_opt and/or train.perceptual_opt')
+        self.gan_space = train_opt.get('gan_space', 'latent')
+        if self.gan_space not in GAN_SPACES:
+            raise ValueError(f'train.gan_space must be one of {GAN_SPACES}, got {self.gan_space!r}')
+        self.gan_start_iter = int(train_opt.get('gan_start_iter', 0))
+        self.disc_update_freq = int(train_opt.get('disc_update_freq', 2))
+        if self.disc_update_freq < 2:
+            raise ValueError(f'train.disc_update_freq must be >= 2 (D and G alternate), got {self.disc_update_freq}')
+        self.net_d = None
+        if self.opt.get('network_d'):
+            if not train_opt.get('gan_opt') or not train_opt.get('optim_d'):
+                raise KeyError('network_d is set: train.gan_opt and train.optim_d are required')
+            self.net_d = self.model_to_device(build_network(self.opt['network_d']))
+            self.print_network(self.net_d)
+            self.load_trained_network(self.net_d, 'network_d', default_param_key='params')
+            self.net_d.train()
+            self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device)
+            self.grad_scalers['d'] = self._new_grad_scaler()
+        elif train_opt.get('gan_opt'):
+            raise KeyError('train.gan_opt is set but network_d is missing')
+        self.last_g_log: 'OrderedDict[str, float]' = OrderedDict()
+        self.last_d_log: 'OrderedDict[str, float]' = OrderedDict()
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def setup_optimizers(self) -> None:
+        super().setup_optimizers()
+        if self.net_d is not None:
+            self.optimizer_d = build_optimizer('optim_d', self.opt['train']['optim_d'], list(self.net_d.parameters()))
+            self.optimizers.append(self.optimizer_d)
+
+    # ------------------------------------------------------------------------------------------ training
+    def gan_active(self, current_iter: int) -> bool:
+        return self.net_d is not None and current_iter >= self.gan_start_iter
+
+    def run_chain(self, lq: Tensor) -> Tensor:
+        """The unrolled 4-step chain from ``lq`` (b,3,h,w) in [0, 1] with the learned noise: the final latent x0.
+
+        Gradients reach ``net_g`` through every later denoiser call when grad is enabled.
+        """
+        y = self.encode_condition(lq)
+        noise_source = LearnedNoise(self.net_g, NormalDraws())
+        return self.diffusion.sample(y, lq * 2 - 1, self.net_unet, noise_source, torch.randn_like(y))
+
+    def _discriminator_input(self, latent: Tensor, image01: Tensor) -> Tensor:
+        return latent if self.gan_space == 'latent' else image01 * 2 - 1
+
+    def generator_losses(self, lq: Tensor, gt: Tensor, use_gan: bool) -> 'OrderedDict[str, Tensor]':
+        """Weighted loss terms of one micro-batch for ``net_g``: ``lq`` (b,3,h,w), ``gt`` (b,3,sh,sw) in [0, 1]."""
+        final = self.run_chain(lq)
+        pred01 = self.decode(final) * 0.5 + 0.5
+        terms: 'OrderedDict[str, Tensor]' = OrderedDict()
+        if self.cri_pix is not None:
+            terms['l_pix'] = self.cri_pix(pred01, gt)
+        if self.cri_perceptual is not None:
+            terms['l_lpips'] = self.cri_perceptual(pred01, gt)
+        if use_gan:
+            fake_logits = self.net_d(self._discriminator_input(final, pred01))
+            terms['l_g_gan'] = self.cri_gan(fake_logits, True, is_disc=False)
+        return terms
+
+    def discriminator_losses(self, lq: Tensor, gt: Tensor) -> 'OrderedDict[str, Tensor]':
+        """The hinge loss of ``net_d`` on one micro-batch (real: ``encode(gt)`` or ``gt``; fake: the chain's output)."""
+        with torch.no_grad():
+            final = self.run_chain(lq)
+            if self.gan_space == 'latent':
+                real, fake = self.encode_target(gt), final
+            else:
+                real, fake = gt * 2 - 1, self.decode(final)
+        l_d_real = self.cri_gan(self.net_d(real), True, is_disc=True)
+        l_d_fake = self.cri_gan(self.net_d(fake), False, is_disc=True)
+        return OrderedDict(l_d=(l_d_real + l_d_fake) / 2)
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """A discriminator iteration or a generator iteration (see the module docstring)."""
+        use_gan = self.gan_active(current_iter)
+        if use_gan and current_iter % self.disc_update_freq == 0:
+            self._update_discriminator(current_iter)
+        else:
+            self._update_generator(current_iter, use_gan)
+        # G and D alternate: report the latest values of both, so every print shows the generator losses too
+        self.log_dict = OrderedDict(**self.last_g_log, **self.last_d_log)
+
+    def _update_generator(self, current_iter: int, use_gan: bool) -> None:
+        if self.net_d is not None:
+            self.net_d.requires_grad_(False)
+        self.optimizer_g.zero_grad(set_to_none=True)
+        scaler = self.grad_scalers['g']
+
+        def losses(lq: Tensor, gt: Tensor) -> 'OrderedDict[str, Tensor]':
+            return self.generator_losses(lq, gt, use_gan)
+
+        terms = self.accumulate_gradients((self.lq, self.gt), losses, scaler, current_iter)
+        if terms is None:
+            self.skip_step(self.optimizer_g)
+            self.last_g_log = OrderedDict(skipped_steps=float(self.num_skipped_steps))
+            return
+        if self.apply_gradients(self.net_g, self.optimizer_g, scaler, current_iter, 'net_g') and self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        self.last_g_log = self.reduce_loss_dict(terms)
+
+    def _update_discriminator(self, current_iter: int) -> None:
+        self.net_d.requires_grad_(True)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        scaler = self.grad_scalers['d']
+        terms = self.accumulate_gradients((self.lq, self.gt), self.discriminator_losses, scaler, current_iter)
+        if terms is None:
+            self.skip_step(self.optimizer_d)
+            self.last_d_log = OrderedDict(skipped_steps=float(self.num_skipped_steps))
+            return
+        self.apply_gradients(self.net_d, self.optimizer_d, scaler, current_iter, 'net_d')
+        self.last_d_log = self.reduce_loss_dict(terms)
+
+    # ------------------------------------------------------------------------------------------ sampling / saving
+    def _sampling_functions(self, draws: NormalDraws) -> Tuple[Callable[..., Tensor], NoiseSource]:
+        return self.net_unet, LearnedNoise(self.inference_network(), draws)
+
+    def save_extra_networks(self, current_iter: int) -> None:
+        if getattr(self, 'net_d', None) is not None:
+            self.save_network(self.net_d, 'net_d', current_iter)

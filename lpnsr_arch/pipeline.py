@@ -1,0 +1,491 @@
+"""LPNSR inference: LR image in [0, 1] -> 4x SR image in [0, 1].
+
+The steps follow the official ``NoisePredictorInference`` (see the spec, "LPNSR inference"):
+
+1. pad bottom/right to a multiple of the network size (edge-duplicating reflect, cv2 ``BORDER_REFLECT``), then, with
+   ``pad_mode='official'``, to the next power of two (reflect without edge duplication, numpy ``'reflect'``);
+2. per piece (the whole image, or each tile when tiling): :meth:`LPNSRPipeline.sample_func` = pre-upsample (fp32,
+   not clamped) -> encode -> the 4-step reverse chain (:mod:`lpnsr_arch.diffusion`) -> quantised decode -> clamp;
+3. Gaussian blending of the tiles (:mod:`lpnsr_arch.tiling`), ``x 0.5 + 0.5``, wavelet colour correction against the
+   bicubic-upsampled padded LR (:mod:`lpnsr_arch.color`), clamp to [0, 1], crop the padding away.
+
+Randomness is explicit: the standard-normal noise comes from a :class:`LatentNoiseField` seeded from ``seed``, one
+field over the whole latent that tiles crop, so a seed gives the same noise at each place whatever the tiling, and
+the same image whatever ``tile_batch`` is. Injected draws (``draws=``) reproduce the official chain exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from basicsr.archs import build_network  # lpnsr_arch/__init__ has applied the torchvision shim by now
+from torch import Tensor, nn
+
+from lpnsr_arch.color import adain_color_fix, wavelet_color_fix
+from lpnsr_arch.diffusion import DiffusionConfig, GaussianNoise, LearnedNoise, ResShiftDiffusion
+from lpnsr_arch.tiling import Tile, process_tiled
+from lpnsr_arch.weights import load_weights
+
+__all__ = [
+    'LPNSRPipeline', 'InferenceDefaults', 'LatentNoiseField', 'CroppedDraws', 'mirror_pad', 'pad_lr', 'PRECISIONS',
+    'NOISE_KINDS', 'COLOR_FIXES', 'PAD_MODES', 'load_options'
+]
+
+logger = logging.getLogger('basicsr')
+
+PRECISIONS: Dict[str, torch.dtype] = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+NOISE_KINDS = ('learned', 'gaussian')
+NOISE_MODES = ('sample', 'mean')
+COLOR_FIXES = ('wavelet', 'adain', 'none')
+PAD_MODES = ('official', 'multiple')
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Padding
+# --------------------------------------------------------------------------------------------------------------
+def _mirror_indices(length: int, pad: int, edge_duplicate: bool, device: torch.device) -> Tensor:
+    """Indices ``0..length+pad-1`` folded back into ``[0, length)`` by mirroring at the end (any pad size).
+
+    ``edge_duplicate=True`` repeats the border pixel (numpy ``'symmetric'`` / cv2 ``BORDER_REFLECT``: ``...c b a | a b
+    c``); ``False`` does not (numpy ``'reflect'``: ``...c b | a b c``).
+    """
+    index = torch.arange(length + pad, device=device)
+    if edge_duplicate:
+        period = 2 * length
+        folded = index % period
+        return torch.where(folded < length, folded, period - 1 - folded)
+    if length == 1:
+        return torch.zeros_like(index)
+    period = 2 * length - 2
+    folded = index % period
+    return torch.where(folded < length, folded, period - folded)
+
+
+def mirror_pad(image: Tensor, pad_bottom: int, pad_right: int, *, edge_duplicate: bool) -> Tensor:
+    """Pad (B, C, H, W) ``image`` at the bottom and right by mirroring (see :func:`_mirror_indices`)."""
+    if pad_bottom == 0 and pad_right == 0:
+        return image
+    rows = _mirror_indices(image.shape[-2], pad_bottom, edge_duplicate, image.device)
+    cols = _mirror_indices(image.shape[-1], pad_right, edge_duplicate, image.device)
+    return image.index_select(-2, rows).index_select(-1, cols)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _next_power_of_two(value: int) -> int:
+    return 1 << (value - 1).bit_length()
+
+
+def pad_lr(lr01: Tensor, multiple: int, pad_mode: str) -> Tuple[Tensor, Tuple[int, int]]:
+    """Pad an LR batch (B, C, H, W) as the official inference does; returns ``(padded, (pad_h, pad_w))``.
+
+    ``pad_mode='official'``: to a multiple of ``multiple`` (edge-duplicating reflect), then to the next power of two
+    (reflect). ``'multiple'``: only the first step (less work; outputs differ from the official ones near borders).
+    """
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f'pad_mode must be one of {PAD_MODES}, got {pad_mode!r}')
+    height, width = lr01.shape[-2:]
+    mid_h, mid_w = _round_up(height, multiple), _round_up(width, multiple)
+    padded = mirror_pad(lr01, mid_h - height, mid_w - width, edge_duplicate=True)
+    if pad_mode == 'official':
+        full_h, full_w = _next_power_of_two(mid_h), _next_power_of_two(mid_w)
+        padded = mirror_pad(padded, full_h - mid_h, full_w - mid_w, edge_duplicate=False)
+    return padded, (padded.shape[-2] - height, padded.shape[-1] - width)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Seeds and draws
+# --------------------------------------------------------------------------------------------------------------
+class LatentNoiseField:
+    """The standard-normal draws of one forward call over the WHOLE padded latent, made lazily and cached.
+
+    Draw ``k`` is ``randn(shape)`` (float32) from one generator seeded with ``seed`` on ``device``, taken in order:
+    untiled, this is exactly ``NormalDraws.seeded(seed, device)`` in float32 (the official stream: the prior noise,
+    then one draw per reverse step). Tiles take crops of these fields (:class:`CroppedDraws`), so a tile sees the
+    noise the untiled image has at the same place: overlapping tiles agree, and the result does not depend on
+    ``tile_batch``. (The official chopper draws fresh noise per patch instead; tiled outputs therefore differ from
+    the official ones, as they would anyway with another generator.)
+    """
+
+    def __init__(self, seed: int, shape: Sequence[int], device: torch.device):
+        self.shape = tuple(int(side) for side in shape)
+        self.device = torch.device(device)
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(int(seed))
+        self._fields: List[Tensor] = []
+
+    def field(self, index: int) -> Tensor:
+        """Draw ``index`` (0: the prior noise), shaped :attr:`shape`, float32."""
+        while len(self._fields) <= index:
+            self._fields.append(torch.randn(self.shape, generator=self._generator, device=self.device))
+        return self._fields[index]
+
+
+class CroppedDraws:
+    """``draws(like)`` for a batch of tiles: call ``k`` returns field ``k`` cropped at every tile's latent box.
+
+    ``boxes`` are ``(rows, cols)`` latent slices, one per tile, in the tile-major batch order of
+    :func:`~lpnsr_arch.tiling.process_tiled`; the crops are concatenated along the batch dimension and cast to
+    ``like``'s dtype.
+    """
+
+    def __init__(self, noise_field: LatentNoiseField, boxes: Sequence[Tuple[slice, slice]]):
+        self.noise_field = noise_field
+        self.boxes = list(boxes)
+        self.calls = 0
+
+    def __call__(self, like: Tensor) -> Tensor:
+        full = self.noise_field.field(self.calls)
+        self.calls += 1
+        draw = torch.cat([full[:, :, rows, cols] for rows, cols in self.boxes], dim=0)
+        if draw.shape != like.shape:
+            raise ValueError(f'noise crop {tuple(draw.shape)} does not match the requested {tuple(like.shape)}')
+        return draw.to(device=like.device, dtype=like.dtype)
+
+
+def _random_base_seed() -> int:
+    """A fresh seed from torch's global generator (so ``torch.manual_seed`` makes ``seed=None`` reproducible)."""
+    return int(torch.randint(0, 2**62, (1, ), dtype=torch.int64).item())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InferenceDefaults:
+    """The ``inference:`` block of an options file: defaults of :meth:`LPNSRPipeline.forward` and the CLI.
+
+    The values are the official LPNSR settings.
+    """
+    scale: int = 4
+    pad_mode: str = 'official'
+    tile: Optional[int] = 256
+    tile_overlap: int = 128
+    tile_batch: int = 1
+    noise: str = 'learned'
+    color_fix: str = 'wavelet'
+    seed: int = 12345
+
+    @classmethod
+    def from_dict(cls, opt: Optional[Mapping]) -> 'InferenceDefaults':
+        """Build from the ``inference:`` options block; an unknown key raises a ``KeyError`` naming it."""
+        opt = dict(opt or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(opt) - known)
+        if unknown:
+            raise KeyError(f'unknown inference option(s) {unknown}; expected a subset of {sorted(known)}')
+        return cls(**opt)
+
+
+def load_options(options: Union[str, Path, Mapping]) -> Dict:
+    """An options dict from a YAML file path or a mapping (deep-copied)."""
+    if isinstance(options, Mapping):
+        return copy.deepcopy(dict(options))
+    path = Path(options)
+    if not path.is_file():
+        raise FileNotFoundError(f'options file not found: {path}')
+    import yaml  # BasicSR's own dependency
+    with path.open('r', encoding='utf-8') as handle:
+        loaded = yaml.safe_load(handle)
+    if not isinstance(loaded, dict):
+        raise ValueError(f'options file {path} must hold a YAML mapping, got {type(loaded).__name__}')
+    return loaded
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------------------------
+class LPNSRPipeline(nn.Module):
+    """The LPNSR inference pipeline (``upsampler`` -> ``autoencoder`` -> ``denoiser`` chain -> decode).
+
+    Args:
+        upsampler: pre-upsampler, ``upsampler(img01) -> img01 x scale`` (SwinIR-L or bicubic).
+        autoencoder: ``encode(x) -> z`` / ``decode(z, quantize=True) -> x`` in [-1, 1]; exposes ``downscale``.
+        denoiser: the x0-predicting UNet, ``denoiser(x, timesteps, lq=lq)``; exposes ``size_multiple``.
+        diffusion: the schedule and reverse loop.
+        noise_predictor: the learned-noise network (None: only ``noise='gaussian'`` is possible).
+        defaults: default keyword values of :meth:`forward` (the options file's ``inference:`` block).
+    """
+
+    def __init__(self,
+                 *,
+                 upsampler: nn.Module,
+                 autoencoder: nn.Module,
+                 denoiser: nn.Module,
+                 diffusion: ResShiftDiffusion,
+                 noise_predictor: Optional[nn.Module] = None,
+                 defaults: Optional[InferenceDefaults] = None):
+        super().__init__()
+        self.upsampler = upsampler
+        self.autoencoder = autoencoder
+        self.denoiser = denoiser
+        self.noise_predictor = noise_predictor
+        self.diffusion = diffusion
+        self.defaults = defaults or InferenceDefaults()
+        self.scale = self.defaults.scale
+        downscale = int(getattr(autoencoder, 'downscale'))
+        size_multiple = int(getattr(denoiser, 'size_multiple'))
+        latent_per_lr = self.scale / downscale  # latent pixels per LR pixel (1 for LPNSR: x4 then /4)
+        lr_multiple = size_multiple / latent_per_lr
+        if lr_multiple != int(lr_multiple) or latent_per_lr != int(latent_per_lr):
+            raise ValueError(f'scale {self.scale} and autoencoder downscale {downscale} give a latent of '
+                             f'{latent_per_lr} px per LR px; the pipeline needs a whole number')
+        self.lr_multiple = int(lr_multiple)
+        """LR sizes are padded to a multiple of this (64 for the official models)."""
+        self.latent_per_lr = int(latent_per_lr)
+        self.latent_channels = int(getattr(autoencoder, 'latent_channels'))
+        self.eval()
+
+    # ---------------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_options(cls, options: Union[str, Path, Mapping], device: torch.device | str = 'cpu') -> 'LPNSRPipeline':
+        """Build from an options file/dict and load the checkpoints it names.
+
+        Expected keys: ``network_upsampler``, ``network_ae``, ``network_unet`` and optionally ``network_noise``
+        (BasicSR network blocks with ``type:``); ``path.pretrain_network_{upsampler,ae,unet,noise}`` (a checkpoint
+        path, or ``~`` to keep the random initialisation, e.g. for the weight-free bicubic upsampler), with optional
+        ``path.param_key_<name>`` and ``path.strict_load_<name>``; ``diffusion:`` (:class:`DiffusionConfig`);
+        ``inference:`` (:class:`InferenceDefaults`).
+        """
+        opt = load_options(options)
+        _check_checkpoints_exist(opt.get('path') or {})
+        networks = {}
+        for name in ('upsampler', 'ae', 'unet', 'noise'):
+            block = opt.get(f'network_{name}')
+            if block is None:
+                if name == 'noise':
+                    networks[name] = None
+                    continue
+                raise KeyError(f'options: the block network_{name} is missing')
+            networks[name] = _build_and_load(name, block, opt.get('path') or {})
+        pipeline = cls(upsampler=networks['upsampler'],
+                       autoencoder=networks['ae'],
+                       denoiser=networks['unet'],
+                       noise_predictor=networks['noise'],
+                       diffusion=ResShiftDiffusion(DiffusionConfig.from_dict(opt.get('diffusion'))),
+                       defaults=InferenceDefaults.from_dict(opt.get('inference')))
+        return pipeline.to(device)
+
+    # ---------------------------------------------------------------------------------------------- pieces
+    def precision_context(self, device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+        """Autocast for the diffusion part (``'fp32'``: none)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
+        if precision == 'fp32':
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+    def pre_upsample(self, lq: Tensor, *, upsampler_precision: str = 'fp32') -> Tensor:
+        """The pre-upsampled LR: (B, 3, h, w) in [-1, 1] -> (B, 3, h*scale, w*scale) in about [-1, 1] (not clamped).
+
+        Runs outside any enclosing autocast, in ``upsampler_precision`` (fp32 as the official code).
+        """
+        with torch.autocast(device_type=lq.device.type, enabled=False):
+            with self.precision_context(lq.device, upsampler_precision):
+                up01 = self.upsampler((lq.float() + 1) * 0.5)
+        return up01.float() * 2 - 1
+
+    def noise_source(self, noise: str, draws: Callable[[Tensor], Tensor], noise_mode: str = 'sample'):
+        """The noise of the intermediate reverse steps: ``'learned'`` (LPNSR) or ``'gaussian'`` (ResShift)."""
+        if noise not in NOISE_KINDS:
+            raise ValueError(f'noise must be one of {NOISE_KINDS}, got {noise!r}')
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f'noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}')
+        if noise == 'gaussian':
+            return GaussianNoise(draws)
+        if self.noise_predictor is None:
+            raise ValueError("noise='learned' needs a noise predictor; this pipeline has none (use noise='gaussian')")
+        return LearnedNoise(self.noise_predictor, draws, mode=noise_mode)
+
+    def sample_func(self,
+                    lq: Tensor,
+                    *,
+                    draws: Callable[[Tensor], Tensor],
+                    noise: str = 'learned',
+                    noise_mode: str = 'sample',
+                    precision: str = 'fp32',
+                    upsampler_precision: str = 'fp32') -> Tensor:
+        """The official ``sample_func`` on an already padded batch: LR in [-1, 1] -> SR in [-1, 1].
+
+        pre-upsample (fp32) -> ``autoencoder.encode`` -> reverse chain -> ``autoencoder.decode(quantize=True)`` ->
+        clamp to [-1, 1]. The draws are consumed in the official order: the prior noise, then the noise predictor's
+        draws at t = T-1 .. 1, then one discarded draw for t = 0 (``draw0 .. draw4`` of the conformance vectors).
+
+        Args:
+            lq: (B, 3, h, w) in [-1, 1]; h and w multiples of :attr:`lr_multiple`.
+            draws: a :class:`NormalDraws` (or any ``draws(like) -> standard normal like like``).
+            noise: ``'learned'`` or ``'gaussian'``.
+            noise_mode: ``'sample'`` (official) or ``'mean'`` (the predictor's mean: deterministic).
+            precision: autocast dtype for encode/chain/decode.
+            upsampler_precision: precision of the pre-upsampler.
+
+        Returns:
+            (B, 3, h*scale, w*scale) float32 in [-1, 1].
+        """
+        self._check_lq(lq)
+        lr_up = self.pre_upsample(lq, upsampler_precision=upsampler_precision)
+        source = self.noise_source(noise, draws, noise_mode)
+        with self.precision_context(lq.device, precision):
+            z_y = self.autoencoder.encode(lr_up)
+            x0 = self.diffusion.sample(z_y, lq, self.denoiser, source, prior_noise=draws(z_y), final_draws=draws)
+            sr = self.autoencoder.decode(x0, quantize=True)
+        return sr.float().clamp_(-1.0, 1.0)
+
+    def color_correct(self, sr01: Tensor, lq: Tensor, color_fix: str = 'wavelet') -> Tensor:
+        """Colour correction of ``sr01`` (B, 3, H, W) in [0, 1] against bicubic x scale of ``lq`` (B, 3, h, w) in
+        [-1, 1]; returns float32 in [0, 1]. Always runs in float32, outside autocast."""
+        if color_fix not in COLOR_FIXES:
+            raise ValueError(f'color_fix must be one of {COLOR_FIXES}, got {color_fix!r}')
+        with torch.autocast(device_type=sr01.device.type, enabled=False):
+            sr01 = sr01.float()
+            if color_fix == 'none':
+                return sr01.clamp(0.0, 1.0)
+            reference = F.interpolate(lq.float(), scale_factor=self.scale, mode='bicubic', align_corners=False)
+            reference01 = reference * 0.5 + 0.5
+            if color_fix == 'wavelet':
+                return wavelet_color_fix(sr01, reference01)
+            return adain_color_fix(sr01, reference01)
+
+    def noise_field(self, seed: int, lq: Tensor) -> LatentNoiseField:
+        """The noise field of the padded LR batch ``lq`` (B, 3, h, w): latent-shaped, seeded with ``seed``."""
+        batch, _, height, width = lq.shape
+        shape = (batch, self.latent_channels, height * self.latent_per_lr, width * self.latent_per_lr)
+        return LatentNoiseField(seed, shape, lq.device)
+
+    def latent_box(self, tile: Tile) -> Tuple[slice, slice]:
+        """The latent (rows, cols) slices of an LR tile."""
+        k = self.latent_per_lr
+        return slice(tile.top * k, (tile.top + tile.height) * k), slice(tile.left * k, (tile.left + tile.width) * k)
+
+    # ---------------------------------------------------------------------------------------------- forward
+    @torch.no_grad()
+    def forward(self,
+                lr01: Tensor,
+                *,
+                seed: Optional[int] = None,
+                draws: Optional[Callable[[Tensor], Tensor]] = None,
+                noise: Optional[str] = None,
+                noise_mode: str = 'sample',
+                color_fix: Optional[str] = None,
+                tile: Optional[int] = None,
+                tile_overlap: Optional[int] = None,
+                tile_batch: Optional[int] = None,
+                precision: str = 'fp32',
+                upsampler_precision: str = 'fp32',
+                pad_mode: Optional[str] = None,
+                exact_blend: bool = False,
+                progress: Optional[Callable[[int, int], None]] = None) -> Tensor:
+        """Super-resolve a batch.
+
+        Args:
+            lr01: (B, 3, H, W) float in [0, 1].
+            seed: the noise seed; ``None`` draws one from torch's global generator. The draws come from a
+                :class:`LatentNoiseField` seeded with it (untiled: the stream of ``NormalDraws.seeded(seed, device)``
+                in float32; tiled: crops of the same fields).
+            draws: explicit draws (injected noise); excludes ``seed`` and tiling.
+            noise: ``'learned'`` (LPNSR) or ``'gaussian'`` (ResShift); default from :attr:`defaults`.
+            noise_mode: ``'sample'`` (official) or ``'mean'`` (deterministic learned noise).
+            color_fix: ``'wavelet'`` (official), ``'adain'`` or ``'none'``.
+            tile: LR tile size after padding (the official chop size is 256); ``0`` turns tiling off, ``None``
+                takes the default. An image whose padded sides are all ``<= tile`` is processed in one piece.
+            tile_overlap: LR pixels shared by neighbouring tiles (official 128).
+            tile_batch: tiles per network call.
+            precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast for encode, chain and decode.
+            upsampler_precision: the pre-upsampler's precision (fp32 as the official code).
+            pad_mode: ``'official'`` (multiple, then power of two) or ``'multiple'``.
+            exact_blend: blend the tiles in float64 (the official accumulation) rather than float32.
+            progress: ``progress(done, total)`` after each batch of tiles.
+
+        Returns:
+            (B, 3, H*scale, W*scale) float32 in [0, 1].
+        """
+        d = self.defaults
+        noise = d.noise if noise is None else noise
+        color_fix = d.color_fix if color_fix is None else color_fix
+        tile = d.tile if tile is None else tile
+        tile_overlap = d.tile_overlap if tile_overlap is None else tile_overlap
+        tile_batch = d.tile_batch if tile_batch is None else tile_batch
+        pad_mode = d.pad_mode if pad_mode is None else pad_mode
+        self._check_lr01(lr01)
+        height, width = lr01.shape[-2:]
+        padded01, _ = pad_lr(lr01.float(), self.lr_multiple, pad_mode)
+        lq = padded01 * 2 - 1
+        one_piece = not tile or (lq.shape[-2] <= tile and lq.shape[-1] <= tile)
+        if draws is not None and not one_piece:
+            raise ValueError('injected draws cannot be combined with tiling (pass tile=0)')
+        if draws is not None and seed is not None:
+            raise ValueError('pass either seed or draws, not both')
+        seed = _random_base_seed() if seed is None and draws is None else seed
+        run = dict(noise=noise, noise_mode=noise_mode, precision=precision, upsampler_precision=upsampler_precision)
+        if one_piece:
+            if draws is None:
+                draws = CroppedDraws(self.noise_field(seed, lq), [(slice(None), slice(None))])
+            sr = self.sample_func(lq, draws=draws, **run)
+            if progress is not None:
+                progress(1, 1)
+        else:
+            self._check_tile(tile, tile_overlap)
+            noise_field = self.noise_field(seed, lq)
+
+            def run_tiles(lq_tiles: Tensor, tiles: Sequence[Tile]) -> Tensor:
+                boxes = [self.latent_box(t) for t in tiles]
+                return self.sample_func(lq_tiles, draws=CroppedDraws(noise_field, boxes), **run)
+
+            sr = process_tiled(lq, run_tiles, tile=tile, overlap=tile_overlap, scale=self.scale,
+                               tile_batch=tile_batch, exact=exact_blend, progress=progress).float()
+        sr01 = self.color_correct(sr * 0.5 + 0.5, lq, color_fix)
+        return sr01[:, :, :height * self.scale, :width * self.scale].contiguous()
+
+    # ---------------------------------------------------------------------------------------------- checks
+    def _check_lr01(self, lr01: Tensor) -> None:
+        if lr01.ndim != 4 or lr01.shape[1] != 3:
+            raise ValueError(f'lr01 must be shaped (B, 3, H, W), got {tuple(lr01.shape)}')
+        if not lr01.is_floating_point():
+            raise TypeError(f'lr01 must be a float tensor in [0, 1], got {lr01.dtype}')
+
+    def _check_lq(self, lq: Tensor) -> None:
+        if lq.ndim != 4 or lq.shape[1] != 3:
+            raise ValueError(f'lq must be shaped (B, 3, h, w), got {tuple(lq.shape)}')
+        bad = [side for side in lq.shape[-2:] if side % self.lr_multiple]
+        if bad:
+            raise ValueError(f'lq sides {tuple(lq.shape[-2:])} must be multiples of {self.lr_multiple} (pad first)')
+
+    def _check_tile(self, tile: int, tile_overlap: int) -> None:
+        if tile % self.lr_multiple:
+            raise ValueError(f'tile must be a multiple of {self.lr_multiple}, got {tile}')
+        if not 0 <= tile_overlap < tile:
+            raise ValueError(f'tile_overlap must be in [0, tile), got {tile_overlap}')
+
+
+def _check_checkpoints_exist(path_opt: Mapping) -> None:
+    """Fail before building any (possibly large) network when a named checkpoint is missing."""
+    for key, value in path_opt.items():
+        if key.startswith('pretrain_network_') and value is not None and not Path(str(value)).expanduser().is_file():
+            raise FileNotFoundError(f'options: path.{key} = {value} does not exist (relative paths are taken from '
+                                    f'the current folder {Path.cwd()})')
+
+
+def _build_and_load(name: str, block: Mapping, path_opt: Mapping) -> nn.Module:
+    """Build ``network_<name>`` with BasicSR's ``build_network`` and load ``path.pretrain_network_<name>``."""
+    if 'type' not in block:
+        raise KeyError(f'options: network_{name} has no "type"')
+    net = build_network(dict(block))
+    checkpoint = path_opt.get(f'pretrain_network_{name}')
+    if checkpoint is not None:
+        checkpoint = Path(str(checkpoint)).expanduser()
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f'options: path.pretrain_network_{name} = {checkpoint} does not exist')
+        load_weights(net, str(checkpoint), param_key=path_opt.get(f'param_key_{name}', 'auto'),
+                     strict=path_opt.get(f'strict_load_{name}', True))
+        logger.info(f'Loaded network_{name} ({block["type"]}) from {checkpoint}')
+    else:
+        logger.info(f'network_{name} ({block["type"]}): no checkpoint, random/weight-free initialisation')
+    return net.eval().requires_grad_(False)

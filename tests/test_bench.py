@@ -1,0 +1,101 @@
+"""The benchmarks end to end on tiny random-weight models and tiny generated images."""
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+import lpnsr_arch  # noqa: F401
+from lpnsr_arch.bench import compare_sheet, consistency, quality, speed
+from lpnsr_arch.bench.common import load_pairs, niqe_y, parse_method
+from lpnsr_arch.bench.presets import tiny_options
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory) -> Path:
+    """gt/ (64 px and 256 px) and lq/ (a quarter of that, named with an x4 suffix) from a noisy test pattern."""
+    root = tmp_path_factory.mktemp('data')
+    (root / 'gt').mkdir()
+    (root / 'lq').mkdir()
+    rng = np.random.default_rng(0)
+    for name, size in (('a_small', 64), ('b_big', 256)):
+        ys, xs = np.mgrid[0:size, 0:size] / size
+        gt = np.stack([np.sin(6 * xs), np.cos(5 * ys), xs * ys], axis=2) * 100 + 120
+        gt = np.clip(gt + rng.normal(0, 12, gt.shape), 0, 255).astype(np.uint8)  # texture: NIQE needs some
+        cv2.imwrite(str(root / 'gt' / f'{name}.png'), gt)
+        cv2.imwrite(str(root / 'lq' / f'{name}x4.png'), cv2.resize(gt, (size // 4, size // 4),
+                                                                 interpolation=cv2.INTER_AREA))
+    return root
+
+
+@pytest.fixture(scope='module')
+def options_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp('opt') / 'tiny.yml'
+    path.write_text(yaml.safe_dump(tiny_options()))
+    return path
+
+
+def test_pairs_and_method_specs(dataset):
+    pairs = load_pairs(dataset / 'gt', dataset / 'lq')
+    assert [(p.name, p.gt.name) for p in pairs] == [('a_smallx4', 'a_small.png'), ('b_bigx4', 'b_big.png')]
+    assert parse_method('ours=lpnsr:opt/x.yml').name == 'ours'
+    assert parse_method('basicsr:opt/rrdb.yml').name == 'basicsr-rrdb'
+    with pytest.raises(ValueError, match='needs an options file'):
+        parse_method('lpnsr')
+
+
+def test_niqe_needs_two_blocks(dataset):
+    big = cv2.imread(str(dataset / 'gt' / 'b_big.png')).astype(np.float64)
+    assert 0 < niqe_y(big, crop_border=4) < 100
+    assert not math.isnan(niqe_y(big[:100], crop_border=0))  # one row of two 96-px blocks
+    assert math.isnan(niqe_y(big[:120, :120], crop_border=4))  # a single block: no covariance
+
+
+def test_quality_table(dataset, options_file, tmp_path):
+    table = quality.main(['--method', 'bicubic', '--method', f'lpnsr:{options_file}', '--dataset',
+                          f'toy={dataset / "gt"},{dataset / "lq"}', '--limit', '1', '--device', 'cpu', '--out',
+                          str(tmp_path)])
+    rows = {row['method']: row for row in table.rows}
+    bicubic = rows['bicubic']
+    assert bicubic['images'] == 1 and 15 < bicubic['psnr_y'] < 60 and 0 < bicubic['ssim_y'] <= 1
+    assert bicubic['niqe_images'] == 0 and math.isnan(bicubic['niqe'])  # 64 px: too small for NIQE
+    assert rows['lpnsr-tiny']['psnr_y'] < bicubic['psnr_y']  # random weights are worse than bicubic
+    saved = json.loads((tmp_path / 'quality.json').read_text())
+    assert len(saved['rows']) == 2 and saved['rows'][0]['niqe'] is None
+    assert (tmp_path / 'quality.csv').read_text().startswith('method,dataset')
+
+
+def test_consistency_separates_seeds(dataset, options_file, tmp_path):
+    table = consistency.main(['--pipeline', str(options_file), '--seeds', '2', '--dataset',
+                              f'toy={dataset / "gt"},{dataset / "lq"}', '--limit', '1', '--device', 'cpu', '--out',
+                              str(tmp_path)])
+    assert [row['noise'] for row in table.rows] == ['learned', 'gaussian']
+    for row in table.rows:
+        assert row['pixel_std'] > 0 and row['psnr_y_std'] >= 0
+    assert (tmp_path / 'consistency.csv').exists()
+
+
+def test_speed_runs_the_reference_and_fast_paths(tmp_path):
+    table = speed.main(['--preset', 'tiny', '--sizes', '16', '32', '--tile', '16', '--tile-overlap', '0', '--paths',
+                        'bf16_tile_batch', '--repeats', '1', '--warmup', '0', '--device', 'cpu', '--out',
+                        str(tmp_path)])
+    paths = [(row['case'], row['path']) for row in table.rows]
+    assert paths == [('lr16', 'eager_fp32'), ('lr32_tiled', 'eager_fp32'), ('lr32_tiled', 'bf16_tile_batch')]
+    for row in table.rows:
+        assert 'error' not in row, row
+        assert row['gflop'] > 0 and row['median_ms'] > 0
+        assert row['max_abs_diff'] == 0 if row['path'] == 'eager_fp32' else row['max_abs_diff'] < 0.2
+    assert json.loads((tmp_path / 'speed.json').read_text())['rows'][0]['tiles'] == 1
+
+
+def test_compare_sheet_writes_a_grid(dataset, options_file, tmp_path):
+    table = compare_sheet.main(['--lq', str(dataset / 'lq' / 'a_smallx4.png'), '--gt', str(dataset / 'gt' / 'a_small.png'),
+                                '--method', f'lpnsr:{options_file}', '--crop', '0,0,8', '--crop', '4,4,8',
+                                '--device', 'cpu', '--out', str(tmp_path)])
+    row = table.rows[0]
+    assert row['columns'] == 'LR | bicubic | lpnsr-tiny s0 | lpnsr-tiny s1 | GT'
+    sheet = cv2.imread(row['sheet'])
+    assert sheet.shape == (2 * (32 + compare_sheet.LABEL_HEIGHT), 5 * 32, 3)

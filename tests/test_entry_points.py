@@ -1,0 +1,118 @@
+"""Entry points: train.py (plain script, -m, main()), --auto_resume on CPU, test.py, and the datasets/ scripts."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import lpnsr_arch  # noqa: F401
+from lpnsr_arch import test as test_entry
+from lpnsr_arch import train as train_entry
+
+from baseline_recipes import REPO_ROOT, tiny_recipe, write_images, write_recipe
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``datasets/<name>.py`` (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / 'datasets' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('command', [['lpnsr_arch/train.py'], ['-m', 'lpnsr_arch.test']])
+def test_entry_points_start_as_script_and_module(command) -> None:
+    result = subprocess.run([sys.executable, *command, '-h'], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert '--auto_resume' in result.stdout
+
+
+def test_auto_resume_continues_on_cpu_and_test_py_runs(tmp_path: Path) -> None:
+    folders = write_images(tmp_path)
+    name = 'unit_resume_rrdbnet'
+    first = write_recipe(tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', folders, name=name, total_iter=4),
+                         tmp_path / 'train4.yml')
+    train_entry.main(['-opt', first], root_path=str(tmp_path))
+    longer = write_recipe(tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', folders, name=name, total_iter=6),
+                          tmp_path / 'train6.yml')
+    train_entry.main(['-opt', longer, '--auto_resume'], root_path=str(tmp_path))
+
+    experiments = tmp_path / 'experiments'
+    assert sorted(p.name for p in experiments.iterdir()) == [name]  # resumed in place, nothing archived
+    state = torch.load(experiments / name / 'training_states' / '6.state', map_location='cpu')
+    assert state['iter'] == 6
+    adam_steps = {int(s['step']) for s in state['optimizers'][0]['state'].values()}
+    assert adam_steps == {6}  # 4 steps before the resume + 2 after (a fresh start would give 2)
+
+    test_opt = {'name': 'unit_test_rrdbnet', 'model_type': 'LPNSRRealESRNetModel', 'scale': 4, 'num_gpu': 0,
+                'manual_seed': 0,
+                'datasets': {'test_1': {'name': 'val', 'type': 'PairedImageDataset',
+                                        'dataroot_gt': str(folders['val_gt']), 'dataroot_lq': str(folders['val_lq']),
+                                        'filename_tmpl': '{}', 'io_backend': {'type': 'disk'}}},
+                'network_g': tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', folders, name=name)['network_g'],
+                'path': {'pretrain_network_g': str(experiments / name / 'models' / 'net_g_latest.pth'),
+                         'param_key_g': 'params_ema', 'strict_load_g': True},
+                'val': {'save_img': True, 'suffix': 'sr',
+                        'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True}}}}
+    test_entry.main(['-opt', write_recipe(test_opt, tmp_path / 'test.yml')], root_path=str(tmp_path))
+    result = cv2.imread(str(tmp_path / 'results' / 'unit_test_rrdbnet' / 'visualization' / 'val' / 'val0_sr.png'))
+    assert result is not None and result.shape == (100, 100, 3)
+
+
+def test_make_demo_hr_writes_full_images_and_crops(tmp_path: Path) -> None:
+    written = load_script('make_demo_hr').main(['--out', str(tmp_path / 'hr'), '--images', 'astronaut', 'camera',
+                                                '--crops-per-image', '2', '--crop-size', '64'])
+    assert len(written) == 6
+    assert cv2.imread(str(tmp_path / 'hr' / 'camera_crop01.png')).shape == (64, 64, 3)
+    with pytest.raises(KeyError, match='no_such_image'):
+        load_script('make_demo_hr').main(['--out', str(tmp_path / 'x'), '--images', 'no_such_image'])
+
+
+def write_two_hr(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        smooth = cv2.resize(rng.integers(0, 256, (12, 13, 3), dtype=np.uint8), (103, 98), cv2.INTER_CUBIC)
+        cv2.imwrite(str(folder / f'img{index}.png'), smooth)
+
+
+def test_make_test_pairs_is_reproducible_and_mod_crops(tmp_path: Path) -> None:
+    write_two_hr(tmp_path / 'hr')
+    make_test_pairs = load_script('make_test_pairs')
+    for out in ('a', 'b'):
+        make_test_pairs.main(['--hr', str(tmp_path / 'hr'), '--out', str(tmp_path / out), '--seed', '7'])
+    lq_a = cv2.imread(str(tmp_path / 'a' / 'lq' / 'img1.png'))
+    assert lq_a.shape == (24, 25, 3)
+    assert cv2.imread(str(tmp_path / 'a' / 'gt' / 'img1.png')).shape == (96, 100, 3)
+    assert np.array_equal(lq_a, cv2.imread(str(tmp_path / 'b' / 'lq' / 'img1.png')))
+    make_test_pairs.main(['--hr', str(tmp_path / 'hr'), '--out', str(tmp_path / 'c'), '--degradation', 'bicubic'])
+    assert not np.array_equal(lq_a, cv2.imread(str(tmp_path / 'c' / 'lq' / 'img1.png')))
+    with pytest.raises(FileNotFoundError, match='missing_hr'):
+        make_test_pairs.main(['--hr', str(tmp_path / 'missing_hr'), '--out', str(tmp_path / 'd')])
+
+
+def test_extract_subimages_and_make_lmdb(tmp_path: Path) -> None:
+    write_two_hr(tmp_path / 'hr')
+    count = load_script('extract_subimages').main(['--input', str(tmp_path / 'hr'), '--output', str(tmp_path / 'sub'),
+                                                   '--crop-size', '64', '--step', '32'])
+    assert count == 2 * 3 * 3  # 98x103 px: rows 0, 32, 34 (flush); columns 0, 32, 39 (flush)
+    assert cv2.imread(str(tmp_path / 'sub' / 'img0_s009.png')).shape == (64, 64, 3)
+
+    make_lmdb = load_script('make_lmdb')
+    lmdb_path = str(tmp_path / 'sub.lmdb')
+    assert make_lmdb.main(['--input', str(tmp_path / 'sub'), '--output', lmdb_path]) == 18
+    with open(os.path.join(lmdb_path, 'meta_info.txt')) as meta:
+        assert len(meta.readlines()) == 18
+    with pytest.raises(FileExistsError, match='sub.lmdb'):
+        make_lmdb.main(['--input', str(tmp_path / 'sub'), '--output', lmdb_path])
+    with pytest.raises(ValueError, match="end with '.lmdb'"):
+        make_lmdb.main(['--input', str(tmp_path / 'sub'), '--output', str(tmp_path / 'plain')])

@@ -1,0 +1,101 @@
+"""The ``lpnsr`` command line (lpnsr_arch/inference.py) and image I/O (lpnsr_arch/imageio.py)."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+import lpnsr_arch  # noqa: F401
+from lpnsr_arch.bench.presets import tiny_options
+from lpnsr_arch.imageio import ImageReadError, read_image, restore_mode, write_image
+from lpnsr_arch.inference import main, output_path_for
+
+
+@pytest.fixture(scope='module')
+def options_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp('opt') / 'tiny.yml'
+    path.write_text(yaml.safe_dump(tiny_options()))
+    return path
+
+
+def _write(path: Path, array: np.ndarray) -> Path:
+    assert cv2.imwrite(str(path), array)
+    return path
+
+
+def _inputs(folder: Path) -> dict:
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    return {
+        'rgb': _write(folder / 'rgb.png', rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)),
+        'grey': _write(folder / 'grey.png', rng.integers(0, 256, (12, 16), dtype=np.uint8)),
+        'rgba': _write(folder / 'rgba.png', rng.integers(0, 256, (16, 16, 4), dtype=np.uint8)),
+        'deep': _write(folder / 'deep.png', rng.integers(0, 65536, (16, 16, 3), dtype=np.uint16)),
+    }
+
+
+def _run(options_file: Path, *args: str) -> int:
+    return main(['--opt', str(options_file), '--device', 'cpu', '--quiet', '--seed', '1', *args])
+
+
+def test_folder_with_modes_and_a_corrupt_file(options_file, tmp_path):
+    inputs = _inputs(tmp_path / 'in')
+    (tmp_path / 'in' / 'broken.png').write_bytes(b'not a png at all')
+    (tmp_path / 'in' / 'notes.txt').write_text('ignored')
+    before = {p.name: p.read_bytes() for p in (tmp_path / 'in').iterdir()}
+    assert _run(options_file, '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out')) == 0
+    out = tmp_path / 'out'
+    assert sorted(p.name for p in out.iterdir()) == ['deep_out.png', 'grey_out.png', 'rgb_out.png', 'rgba_out.png']
+    rgb = cv2.imread(str(out / 'rgb_out.png'), cv2.IMREAD_UNCHANGED)
+    assert rgb.shape == (64, 80, 3) and rgb.dtype == np.uint8
+    grey = cv2.imread(str(out / 'grey_out.png'), cv2.IMREAD_UNCHANGED)
+    assert grey.shape == (48, 64)
+    rgba = cv2.imread(str(out / 'rgba_out.png'), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (64, 64, 4)
+    source_alpha = cv2.imread(str(inputs['rgba']), cv2.IMREAD_UNCHANGED)[:, :, 3].astype(float)
+    assert abs(rgba[:, :, 3].astype(float).mean() - source_alpha.mean()) < 8  # alpha carried through, upscaled
+    deep = cv2.imread(str(out / 'deep_out.png'), cv2.IMREAD_UNCHANGED)
+    assert deep.shape == (64, 64, 3) and deep.dtype == np.uint16
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'in').iterdir()} == before
+
+
+def test_all_inputs_failing_gives_a_non_zero_exit(options_file, tmp_path):
+    (tmp_path / 'bad.png').write_bytes(b'')
+    assert _run(options_file, '-i', str(tmp_path / 'bad.png'), '-o', str(tmp_path / 'out')) == 1
+    assert _run(options_file, '-i', str(tmp_path / 'nowhere'), '-o', str(tmp_path / 'out')) == 2
+
+
+def test_an_input_is_never_overwritten(options_file, tmp_path, caplog):
+    inputs = _inputs(tmp_path / 'in')
+    original = inputs['rgb'].read_bytes()
+    code = _run(options_file, '-i', str(inputs['rgb']), '-o', str(tmp_path / 'in'), '--suffix', '')
+    assert code == 1
+    assert 'would overwrite an input' in caplog.text
+    assert inputs['rgb'].read_bytes() == original
+
+
+def test_jpeg_output_and_its_exceptions(tmp_path):
+    assert output_path_for(Path('a/x.png'), tmp_path, suffix='out', ext='jpg', mode='RGB',
+                           bit_depth=8) == tmp_path / 'x_out.jpg'
+    assert output_path_for(Path('x.png'), tmp_path, suffix='out', ext='jpg', mode='RGBA', bit_depth=8).suffix == '.png'
+    assert output_path_for(Path('x.png'), tmp_path, suffix='', ext='jpg', mode='RGB',
+                           bit_depth=16) == tmp_path / 'x.png'
+
+
+def test_image_io_round_trip_and_errors(tmp_path):
+    rng = np.random.default_rng(1)
+    deep = rng.integers(0, 65536, (5, 7, 4), dtype=np.uint16)
+    _write(tmp_path / 'deep.png', deep)
+    image, record = read_image(tmp_path / 'deep.png')
+    assert image.shape == (1, 3, 5, 7) and record.mode == 'RGBA' and record.bit_depth == 16
+    assert float(image[0, 0, 0, 0]) == pytest.approx(deep[0, 0, 2] / 65535)  # BGR file, RGB tensor
+    write_image(tmp_path / 'copy.png', restore_mode(image, record, scale=1), bit_depth=16)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'copy.png'), cv2.IMREAD_UNCHANGED), deep)
+    with pytest.raises(ImageReadError, match='no such file'):
+        read_image(tmp_path / 'missing.png')
+    (tmp_path / 'fake.jpg').write_bytes(b'\xff\xd8 broken')
+    with pytest.raises(ImageReadError, match='fake.jpg'):
+        read_image(tmp_path / 'fake.jpg')
+    with pytest.raises(ValueError, match='JPEG'):
+        write_image(tmp_path / 'x.jpg', restore_mode(image, record, scale=1))

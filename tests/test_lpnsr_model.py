@@ -1,0 +1,217 @@
+"""LPNSRModel (stage 2: noise predictor through the unrolled chain), on CPU with tiny real networks."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Dict
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import lpnsr_arch  # noqa: F401  (registers everything; must come before basicsr)
+import lpnsr_arch.losses  # noqa: F401
+from basicsr.utils.misc import check_resume
+from lpnsr_arch.models.lpnsr_model import LPNSRModel
+from skimage import data as skdata
+
+TINY_SWIN_UNET = dict(image_size=8, in_channels=48, out_channels=48, model_channels=32, channel_mult=[1],
+                      num_res_blocks=[1], attention_resolutions=[], num_head_channels=16, swin_depth=1,
+                      swin_embed_dim=32, window_size=4, lq_size=8, mlp_ratio=2.0)
+
+
+def make_opt(root: Path, *, with_d: bool = True, **train_overrides) -> Dict:
+    """A tiny pixel-space LPNSR configuration (random frozen denoiser) writing under ``root``."""
+    paths = {name: str(root / name) for name in ('models', 'training_states', 'visualization')}
+    for folder in paths.values():
+        os.makedirs(folder, exist_ok=True)
+    train = {
+        'ema_decay': 0.9,
+        'optim_g': {'type': 'AdamW', 'lr': 2e-3, 'weight_decay': 0},
+        'scheduler': {'type': 'WarmupCosineLR', 'warmup_iter': 0, 'total_iter': 100, 'eta_min': 1e-3},
+        'total_iter': 100,
+        'grad_clip': 1.0,
+        'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+    }
+    opt = {
+        'name': 'test_lpnsr', 'model_type': 'LPNSRModel', 'scale': 4, 'num_gpu': 0, 'is_train': True, 'dist': False,
+        'rank': 0, 'world_size': 1,
+        'diffusion': {'num_timesteps': 4, 'kappa': 2.0, 'latent_flag': False},
+        'network_g': dict(TINY_SWIN_UNET, type='LPNSRNoisePredictor'),
+        'network_unet': dict(TINY_SWIN_UNET, type='LPNSRResShiftUNet'),
+        'network_ae': {'type': 'LPNSRPixelAutoencoder', 'factor': 4},
+        'network_upsampler': {'type': 'LPNSRBicubicUpsampler', 'scale': 4},
+        'path': dict(paths, ignore_resume_networks=['network_ae', 'network_upsampler', 'network_unet']),
+        'train': train,
+        'val': {'seed': 7},
+    }
+    if with_d:
+        opt['network_d'] = {'type': 'LPNSRPatchDiscriminator', 'in_channels': 48, 'base_channels': 8, 'num_layers': 1}
+        train.update(gan_opt={'type': 'GANLoss', 'gan_type': 'hinge', 'loss_weight': 0.1},
+                     optim_d={'type': 'AdamW', 'lr': 1e-3, 'weight_decay': 0}, gan_space='latent', gan_start_iter=3,
+                     disc_update_freq=2)
+    train.update(train_overrides)
+    return opt
+
+
+def fixed_batch(num: int = 2, gt_size: int = 32) -> Dict[str, torch.Tensor]:
+    """GT crops of skimage's chelsea in [0, 1] and their bicubic x4 downscales."""
+    image = skdata.chelsea().astype(np.float32) / 255.0
+    gts = [cv2.resize(image[50 * i:50 * i + 128, 150:278], (gt_size, gt_size), interpolation=cv2.INTER_AREA)
+           for i in range(num)]
+    gt = torch.from_numpy(np.stack(gts)).permute(0, 3, 1, 2).contiguous()
+    lq = torch.nn.functional.interpolate(gt, scale_factor=0.25, mode='bicubic', antialias=True).clamp(0, 1)
+    return {'gt': gt, 'lq': lq}
+
+
+def snapshot(net: torch.nn.Module):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def changed(before, net: torch.nn.Module) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def fixed_pixel_loss(model: LPNSRModel, batch: Dict[str, torch.Tensor]) -> float:
+    """L1 of the chain with fixed draws, averaged over a few seeds (a deterministic progress measure)."""
+    values = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            values.append(float(model.generator_losses(batch['lq'], batch['gt'], use_gan=False)['l_pix']))
+    return float(np.mean(values))
+
+
+def test_generator_and_discriminator_iterations_alternate(tmp_path):
+    model = LPNSRModel(make_opt(tmp_path))
+    model.feed_data(fixed_batch())
+    g0, d0, unet0 = snapshot(model.net_g), snapshot(model.net_d), snapshot(model.net_unet)
+
+    model.optimize_parameters(2)  # before gan_start_iter: a generator step without the GAN term
+    assert set(model.log_dict) == {'l_pix'}
+    assert changed(g0, model.net_g) and not changed(d0, model.net_d)
+
+    g1 = snapshot(model.net_g)
+    model.optimize_parameters(4)  # GAN active, 4 % 2 == 0: discriminator only (the log keeps the last G values)
+    assert set(model.log_dict) == {'l_pix', 'l_d'}
+    assert changed(d0, model.net_d) and not changed(g1, model.net_g)
+
+    d1 = snapshot(model.net_d)
+    model.optimize_parameters(5)  # generator with the hinge G loss
+    assert set(model.log_dict) == {'l_pix', 'l_g_gan', 'l_d'}
+    assert changed(g1, model.net_g) and not changed(d1, model.net_d)
+    assert not changed(unet0, model.net_unet)
+    assert all(p.grad is None for p in model.net_unet.parameters())
+
+
+def test_gradient_reaches_the_noise_predictor_through_the_frozen_denoiser(tmp_path):
+    model = LPNSRModel(make_opt(tmp_path, with_d=False))
+    batch = fixed_batch()
+    loss = model.generator_losses(batch['lq'], batch['gt'], use_gan=False)['l_pix']
+    loss.backward()
+    grads = [p.grad for p in model.net_g.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in model.net_unet.parameters())
+
+
+def test_pixel_loss_falls(tmp_path):
+    torch.manual_seed(0)
+    model = LPNSRModel(make_opt(tmp_path, with_d=False))
+    batch = fixed_batch()
+    start = fixed_pixel_loss(model, batch)
+    for it in range(1, 26):
+        model.update_learning_rate(it)
+        model.feed_data(batch)
+        model.optimize_parameters(it)
+    end = fixed_pixel_loss(model, batch)
+    assert end < 0.9 * start, (start, end)
+
+
+def test_pixel_space_gan_runs(tmp_path):
+    opt = make_opt(tmp_path, gan_space='pixel', gan_start_iter=0)
+    opt['network_d']['in_channels'] = 3
+    model = LPNSRModel(opt)
+    model.feed_data(fixed_batch())
+    model.optimize_parameters(2)
+    assert set(model.log_dict) == {'l_d'} and np.isfinite(model.log_dict['l_d'])
+    model.optimize_parameters(3)
+    assert set(model.log_dict) == {'l_pix', 'l_g_gan', 'l_d'}
+
+
+def test_resume_restores_both_optimizers_scalers_and_ema(tmp_path):
+    opt = make_opt(tmp_path, amp='fp16', gan_start_iter=0)
+    torch.manual_seed(0)
+    model_a = LPNSRModel(copy.deepcopy(opt))
+    batch = fixed_batch()
+    for it in range(1, 5):
+        model_a.update_learning_rate(it)
+        model_a.feed_data(batch)
+        model_a.optimize_parameters(it)
+    model_a.grad_scalers['d'].update(new_scale=512.0)
+    model_a.save(epoch=0, current_iter=4)
+    assert (tmp_path / 'models' / 'net_d_4.pth').is_file()
+    state = torch.load(tmp_path / 'training_states' / '4.state', map_location='cpu', weights_only=True)
+
+    resumed_opt = copy.deepcopy(opt)
+    resumed_opt['path']['resume_state'] = str(tmp_path / 'training_states' / '4.state')
+    check_resume(resumed_opt, state['iter'])
+    model_b = LPNSRModel(resumed_opt)
+    model_b.resume_training(state)
+
+    for name in ('g', 'd'):
+        assert model_b.grad_scalers[name].state_dict() == model_a.grad_scalers[name].state_dict()
+    for net in ('net_g', 'net_g_ema', 'net_d'):
+        for pa, pb in zip(getattr(model_a, net).state_dict().values(), getattr(model_b, net).state_dict().values()):
+            assert torch.equal(pa, pb), net
+    for opt_a, opt_b in zip(model_a.optimizers, model_b.optimizers):
+        sa, sb = opt_a.state_dict(), opt_b.state_dict()
+        assert sa['param_groups'] == sb['param_groups']
+        for key in sa['state']:
+            for name, value in sa['state'][key].items():
+                assert torch.equal(value, sb['state'][key][name])
+
+
+def test_nan_loss_skips_the_step(tmp_path):
+    model = LPNSRModel(make_opt(tmp_path, with_d=False))
+    batch = fixed_batch()
+    bad = dict(batch, gt=batch['gt'].clone())
+    bad['gt'][1, 2, 3, 4] = float('inf')
+    before, ema_before = snapshot(model.net_g), snapshot(model.net_g_ema)
+    model.feed_data(bad)
+    model.optimize_parameters(1)
+    assert model.log_dict == {'skipped_steps': 1.0}
+    assert not changed(before, model.net_g) and not changed(ema_before, model.net_g_ema)
+    with torch.no_grad():
+        next(model.net_g.parameters()).fill_(float('nan'))
+    model.save(epoch=0, current_iter=1)
+    assert not (tmp_path / 'models' / 'net_g_1.pth').exists()
+
+
+@pytest.mark.parametrize('key', ['gan_strat_iter', 'disc_update_frequency'])
+def test_misspelt_train_option_names_the_key(tmp_path, key):
+    opt = make_opt(tmp_path)
+    opt['train'][key] = 2
+    with pytest.raises(KeyError, match=key):
+        LPNSRModel(opt)
+
+
+def test_missing_denoiser_option_is_reported(tmp_path):
+    opt = make_opt(tmp_path)
+    del opt['network_unet']
+    with pytest.raises(KeyError, match='network_unet'):
+        LPNSRModel(opt)
+
+
+def test_validation_chain_is_seeded_and_uses_the_learned_noise(tmp_path):
+    model = LPNSRModel(make_opt(tmp_path))
+    lq = fixed_batch(num=1)['lq'][..., :7, :6]
+    first = model.super_resolve(lq, seed=11)
+    assert first.shape == (1, 3, 28, 24)
+    assert torch.equal(first, model.super_resolve(lq, seed=11))
+    with torch.no_grad():  # the noise predictor's output must matter
+        for p in model.net_g_ema.parameters():
+            p.add_(0.5)
+    assert not torch.equal(first, model.super_resolve(lq, seed=11))
+    assert model.net_g.training

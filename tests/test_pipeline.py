@@ -1,0 +1,181 @@
+"""The LPNSR inference pipeline (lpnsr_arch/pipeline.py) with the real tiny registered networks."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lpnsr_arch  # noqa: F401
+from lpnsr_arch.archs.pixel_autoencoder_arch import LPNSRPixelAutoencoder
+from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler
+from lpnsr_arch.bench.presets import tiny_options
+from lpnsr_arch.diffusion import NormalDraws, ResShiftDiffusion
+from lpnsr_arch.pipeline import InferenceDefaults, LPNSRPipeline, mirror_pad, pad_lr
+from lpnsr_arch.tiling import plan_tiles
+from lpnsr_arch.weights import save_state_dict
+
+
+@pytest.fixture(scope='module')
+def pipeline() -> LPNSRPipeline:
+    torch.manual_seed(0)
+    return LPNSRPipeline.from_options(tiny_options())
+
+
+def _lr(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------------------------------------ padding
+@pytest.mark.parametrize('pad', [0, 3, 7, 20])
+def test_mirror_pad_matches_numpy(pad):
+    image = torch.arange(2 * 5 * 6, dtype=torch.float32).view(1, 2, 5, 6)
+    symmetric = np.pad(image.numpy(), ((0, 0), (0, 0), (0, pad), (0, pad)), mode='symmetric')
+    np.testing.assert_array_equal(mirror_pad(image, pad, pad, edge_duplicate=True).numpy(), symmetric)
+    if pad < 5:  # numpy's 'reflect' differs from a periodic mirror only beyond one reflection
+        reflect = np.pad(image.numpy(), ((0, 0), (0, 0), (0, pad), (0, pad)), mode='reflect')
+        np.testing.assert_array_equal(mirror_pad(image, pad, pad, edge_duplicate=False).numpy(), reflect)
+
+
+def test_official_padding_reaches_a_power_of_two():
+    padded, (pad_h, pad_w) = pad_lr(_lr(70, 130), multiple=64, pad_mode='official')
+    assert padded.shape[-2:] == (128, 256) and (pad_h, pad_w) == (58, 126)
+    padded, _ = pad_lr(_lr(70, 130), multiple=64, pad_mode='multiple')
+    assert padded.shape[-2:] == (128, 192)
+    with pytest.raises(ValueError, match='pad_mode'):
+        pad_lr(_lr(8, 8), multiple=64, pad_mode='zeros')
+
+
+# ------------------------------------------------------------------------------------------------ determinism
+def test_same_seed_is_bit_identical_and_another_seed_differs(pipeline):
+    lr = _lr(16, 16)
+    first = pipeline(lr, seed=7)
+    assert first.shape == (1, 3, 64, 64) and first.dtype == torch.float32
+    assert 0 <= first.min() and first.max() <= 1
+    assert torch.equal(first, pipeline(lr, seed=7))
+    assert not torch.equal(first, pipeline(lr, seed=8))
+
+
+def test_seeded_forward_is_sample_func_with_the_seeded_stream(pipeline):
+    lr = _lr(16, 16, seed=1)
+    out = pipeline(lr, seed=3, color_fix='none', tile=0)
+    lq = lr * 2 - 1
+    manual = pipeline.sample_func(lq, draws=NormalDraws.seeded(3)) * 0.5 + 0.5
+    torch.testing.assert_close(out, manual.clamp(0, 1), atol=0, rtol=0)
+
+
+def test_sample_func_consumes_the_five_official_draws(pipeline):
+    lq = _lr(16, 16) * 2 - 1
+    shape = (1, pipeline.latent_channels, 16, 16)
+    draws = [torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    out = pipeline.sample_func(lq, draws=NormalDraws(injected=draws))
+    assert out.shape == (1, 3, 64, 64) and out.abs().max() <= 1
+    with pytest.raises(RuntimeError, match='injected draws'):
+        pipeline.sample_func(lq, draws=NormalDraws(injected=draws[:4]))
+    changed = pipeline.sample_func(lq, draws=NormalDraws(injected=draws[:4] + [draws[0]]))
+    torch.testing.assert_close(changed, out, atol=0, rtol=0)  # the t = 0 draw is discarded
+
+
+def test_odd_sizes_come_back_at_four_times_the_input(pipeline):
+    assert pipeline(_lr(13, 21), seed=0, tile=0).shape == (1, 3, 52, 84)
+
+
+def test_tile_batch_does_not_change_the_result(pipeline):
+    lr = _lr(48, 32, seed=2)
+    one = pipeline(lr, seed=5, tile=32, tile_overlap=16, tile_batch=1)
+    many = pipeline(lr, seed=5, tile=32, tile_overlap=16, tile_batch=4)
+    torch.testing.assert_close(many, one, atol=1e-5, rtol=0)
+
+
+def test_bf16_is_close_to_fp32(pipeline):
+    lr = _lr(16, 16, seed=4)
+    fp32 = pipeline(lr, seed=1)
+    bf16 = pipeline(lr, seed=1, precision='bf16')
+    assert bf16.dtype == torch.float32
+    assert (bf16 - fp32).abs().mean() < 0.01
+    assert (bf16 - fp32).abs().max() < 0.1
+
+
+def test_bad_calls_are_refused(pipeline):
+    no_predictor = LPNSRPipeline.from_options(tiny_options(with_noise_predictor=False))
+    with pytest.raises(ValueError, match='noise predictor'):
+        no_predictor(_lr(16, 16), noise='learned')
+    with pytest.raises(ValueError, match='tiling'):
+        pipeline(_lr(48, 48), draws=NormalDraws.seeded(0), tile=32, tile_overlap=16)
+    with pytest.raises(ValueError, match='multiple of 16'):
+        pipeline(_lr(48, 48), tile=24, tile_overlap=8)
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
+        pipeline(torch.rand(1, 1, 16, 16))
+    with pytest.raises(KeyError, match='tile_size'):
+        InferenceDefaults.from_dict({'tile_size': 3})
+
+
+# ------------------------------------------------------------------------------------------------ tiling
+class PointwiseDenoiser(nn.Module):
+    """A stand-in denoiser that only mixes channels: any tiling must reproduce it away from tile edges."""
+    size_multiple = 8
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.mix = nn.Conv2d(channels + 3, channels, 1)
+
+    def forward(self, x, timesteps, lq=None):
+        return self.mix(torch.cat([x, lq], dim=1)) + 0.01 * timesteps.view(-1, 1, 1, 1)
+
+
+class PointwiseNoisePredictor(nn.Module):
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.head = nn.Conv2d(2 * channels + 3, 2 * channels, 1)
+
+    def forward(self, z_t, pred_x0, lq, timesteps, *, mode='sample', noise=None, generator=None):
+        mean, logvar = self.head(torch.cat([z_t, pred_x0, lq], dim=1)).chunk(2, dim=1)
+        return mean, logvar.clamp(-30, 20)
+
+
+def _clean_mask(height: int, width: int, tile: int, overlap: int, margin: int) -> np.ndarray:
+    """LR pixels at least ``margin`` px inside every tile that covers them (image borders do not count)."""
+    clean = np.ones((height, width), bool)
+    for t in plan_tiles(height, width, tile, overlap):
+        rows, cols = np.arange(t.top, t.top + t.height), np.arange(t.left, t.left + t.width)
+        near_rows = ((rows - t.top < margin) & (t.top > 0)) | ((t.top + t.height - rows <= margin) &
+                                                               (t.top + t.height < height))
+        near_cols = ((cols - t.left < margin) & (t.left > 0)) | ((t.left + t.width - cols <= margin) &
+                                                                 (t.left + t.width < width))
+        dirty = near_rows[:, None] | near_cols[None, :]
+        clean[t.top:t.top + t.height, t.left:t.left + t.width] &= ~dirty
+    return clean
+
+
+def test_tiled_equals_untiled_away_from_tile_edges_for_a_local_model():
+    torch.manual_seed(0)
+    local = LPNSRPipeline(upsampler=LPNSRBicubicUpsampler(scale=4), autoencoder=LPNSRPixelAutoencoder(factor=4),
+                          denoiser=PointwiseDenoiser(48), noise_predictor=PointwiseNoisePredictor(48),
+                          diffusion=ResShiftDiffusion(), defaults=InferenceDefaults(pad_mode='multiple'))
+    lr = _lr(40, 48, seed=9)
+    whole = local(lr, seed=11, tile=0, color_fix='none')
+    tiled = local(lr, seed=11, tile=24, tile_overlap=8, tile_batch=2, color_fix='none')
+    mask = _clean_mask(40, 48, tile=24, overlap=8, margin=3)  # bicubic reaches 2 LR px
+    assert mask.mean() > 0.4 and not mask.all()
+    sr_mask = torch.from_numpy(mask.repeat(4, 0).repeat(4, 1))
+    diff = (tiled - whole).abs()[0].amax(dim=0)
+    assert diff[sr_mask].max() < 1e-5
+    assert diff[~sr_mask].max() > 1e-4  # the comparison can fail: tile edges do differ
+
+
+# ------------------------------------------------------------------------------------------------ options
+def test_from_options_loads_the_named_checkpoints(pipeline, tmp_path):
+    options = tiny_options()
+    for name, net in (('unet', pipeline.denoiser), ('noise', pipeline.noise_predictor)):
+        save_state_dict(tmp_path / f'{name}.safetensors', net.state_dict())
+        options.setdefault('path', {})[f'pretrain_network_{name}'] = str(tmp_path / f'{name}.safetensors')
+    torch.manual_seed(123)  # different random init: only the checkpoints can make the outputs agree
+    loaded = LPNSRPipeline.from_options(options)
+    lr = _lr(16, 16, seed=6)
+    torch.testing.assert_close(loaded(lr, seed=2), pipeline(lr, seed=2), atol=0, rtol=0)
+    options['path']['pretrain_network_unet'] = str(tmp_path / 'missing.pth')
+    with pytest.raises(FileNotFoundError, match='pretrain_network_unet'):
+        LPNSRPipeline.from_options(options)
+    del options['path']
+    del options['network_ae']
+    with pytest.raises(KeyError, match='network_ae'):
+        LPNSRPipeline.from_options(options)

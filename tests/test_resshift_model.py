@@ -1,0 +1,318 @@
+"""ResShiftModel (stage 1) and the shared training machinery, on CPU with tiny real networks and generated images."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Dict
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import lpnsr_arch  # noqa: F401  (registers everything; must come before basicsr)
+import lpnsr_arch.losses  # noqa: F401
+from basicsr.data.paired_image_dataset import PairedImageDataset
+from basicsr.utils.misc import check_resume
+from lpnsr_arch.losses.lpips_loss import LPNSRLPIPSLoss, TAP_CHANNELS, build_vgg16_features
+from lpnsr_arch.models.diffusion_base_model import WarmupCosineLR, lr_size_multiple, warmup_cosine_lr
+from lpnsr_arch.models.resshift_model import ResShiftModel
+from skimage import data as skdata
+from torch.utils.data import DataLoader
+
+# one level, one Swin block in the middle: latent side multiple of 4; the pixel autoencoder's latent has 48 channels
+TINY_UNET = dict(type='LPNSRResShiftUNet', image_size=8, in_channels=48, out_channels=48, model_channels=32,
+                 channel_mult=[1], num_res_blocks=[1], attention_resolutions=[], num_head_channels=16, swin_depth=1,
+                 swin_embed_dim=32, window_size=4, lq_size=8, mlp_ratio=2.0)
+
+
+def make_opt(root: Path, **train_overrides) -> Dict:
+    """A tiny pixel-space ResShift training configuration whose outputs go under ``root``."""
+    paths = {name: str(root / name) for name in ('models', 'training_states', 'visualization')}
+    for folder in paths.values():
+        os.makedirs(folder, exist_ok=True)
+    train = {
+        'ema_decay': 0.9,
+        'optim_g': {'type': 'AdamW', 'lr': 1e-3, 'weight_decay': 0, 'betas': [0.9, 0.999]},
+        'scheduler': {'type': 'WarmupCosineLR', 'warmup_iter': 2, 'total_iter': 100, 'eta_min': 1e-4},
+        'total_iter': 100,
+        'latent_opt': {'type': 'MSELoss', 'loss_weight': 1.0, 'reduction': 'mean'},
+    }
+    train.update(train_overrides)
+    return {
+        'name': 'test_resshift', 'model_type': 'ResShiftModel', 'scale': 4, 'num_gpu': 0, 'is_train': True,
+        'dist': False, 'rank': 0, 'world_size': 1,
+        'diffusion': {'num_timesteps': 4, 'kappa': 2.0, 'latent_flag': False},
+        'network_g': dict(TINY_UNET),
+        'network_ae': {'type': 'LPNSRPixelAutoencoder', 'factor': 4},
+        'network_upsampler': {'type': 'LPNSRBicubicUpsampler', 'scale': 4},
+        'path': dict(paths, ignore_resume_networks=['network_ae', 'network_upsampler']),
+        'train': train,
+        'val': {'seed': 7, 'save_img': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4}}},
+    }
+
+
+def fixed_batch(num: int = 2, gt_size: int = 32) -> Dict[str, torch.Tensor]:
+    """GT crops of skimage's astronaut in [0, 1] and their bicubic x4 downscales."""
+    image = skdata.astronaut().astype(np.float32) / 255.0
+    gts = [cv2.resize(image[64 * i:64 * i + 128, 200:328], (gt_size, gt_size), interpolation=cv2.INTER_AREA)
+           for i in range(num)]
+    gt = torch.from_numpy(np.stack(gts)).permute(0, 3, 1, 2).contiguous()
+    lq = torch.nn.functional.interpolate(gt, scale_factor=0.25, mode='bicubic', antialias=True).clamp(0, 1)
+    return {'gt': gt, 'lq': lq}
+
+
+def fixed_loss(model: ResShiftModel, batch: Dict[str, torch.Tensor], seed: int = 0) -> float:
+    """The model's latent loss on ``batch`` with fixed timesteps/noise (a deterministic progress measure)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return float(model.micro_batch_losses(batch['lq'], batch['gt'])['l_mse'])
+
+
+@pytest.fixture(scope='module')
+def lpips_weights(tmp_path_factory) -> Dict[str, str]:
+    """Random-valued LPIPS weight files with the real layouts (offline: no real VGG weights exist here)."""
+    folder = tmp_path_factory.mktemp('lpips')
+    torch.manual_seed(0)
+    vgg = {f'features.{k}': v for k, v in build_vgg16_features().state_dict().items()}
+    lins = {f'lin{i}.model.1.weight': torch.rand(1, ch, 1, 1) for i, ch in enumerate(TAP_CHANNELS)}
+    paths = {'vgg_path': str(folder / 'vgg16.pth'), 'lin_path': str(folder / 'lin.pth')}
+    torch.save(vgg, paths['vgg_path'])
+    torch.save(lins, paths['lin_path'])
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+def test_warmup_cosine_values():
+    kwargs = dict(warmup_iter=10, total_iter=110, eta_min=0.1)
+    assert warmup_cosine_lr(1.0, 0, **kwargs) == pytest.approx(0.1)
+    assert warmup_cosine_lr(1.0, 9, **kwargs) == pytest.approx(1.0)
+    assert warmup_cosine_lr(1.0, 10, **kwargs) == pytest.approx(1.0)
+    assert warmup_cosine_lr(1.0, 60, **kwargs) == pytest.approx(0.55)
+    assert warmup_cosine_lr(1.0, 110, **kwargs) == pytest.approx(0.1)
+    assert warmup_cosine_lr(1.0, 500, **kwargs) == pytest.approx(0.1)
+
+
+def test_warmup_cosine_scheduler_follows_formula():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = WarmupCosineLR(optimizer, warmup_iter=4, total_iter=20, eta_min=0.5)
+    seen = []
+    for _ in range(25):
+        seen.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        scheduler.step()
+    expected = [warmup_cosine_lr(2.0, s, warmup_iter=4, total_iter=20, eta_min=0.5) for s in range(25)]
+    assert seen == pytest.approx(expected)
+    with pytest.raises(ValueError, match='warmup_iter'):
+        WarmupCosineLR(optimizer, warmup_iter=30, total_iter=20)
+
+
+def test_lr_size_multiple():
+    assert lr_size_multiple(scale=4, downscale=4, latent_multiple=8) == 8
+    assert lr_size_multiple(scale=4, downscale=8, latent_multiple=8) == 16
+    assert lr_size_multiple(scale=2, downscale=4, latent_multiple=4) == 8
+
+
+# ---------------------------------------------------------------------------------------------- training
+def test_optimize_parameters_updates_only_the_denoiser(tmp_path):
+    model = ResShiftModel(make_opt(tmp_path))
+    before = [p.detach().clone() for p in model.net_g.parameters()]
+    model.feed_data(fixed_batch())
+    model.optimize_parameters(1)
+    assert set(model.log_dict) == {'l_mse'}
+    assert np.isfinite(model.log_dict['l_mse']) and model.log_dict['l_mse'] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.net_g.parameters()))
+    assert not any(p.requires_grad for p in model.net_ae.parameters())
+    assert not model.net_ae.training
+
+
+def test_latent_loss_falls(tmp_path):
+    torch.manual_seed(0)
+    model = ResShiftModel(make_opt(tmp_path, scheduler={'type': 'WarmupCosineLR', 'warmup_iter': 0,
+                                                        'total_iter': 100, 'eta_min': 1e-3}))
+    batch = fixed_batch()
+    start = np.mean([fixed_loss(model, batch, seed) for seed in range(4)])
+    for it in range(1, 31):
+        model.update_learning_rate(it)
+        model.feed_data(batch)
+        model.optimize_parameters(it)
+    end = np.mean([fixed_loss(model, batch, seed) for seed in range(4)])
+    assert end < 0.7 * start, (start, end)
+
+
+def test_gradient_accumulation_matches_full_batch(tmp_path):
+    """Splitting a batch into micro-batches gives the full-batch gradient (deterministic loss)."""
+    batch = fixed_batch(num=4)
+    grads = []
+    for accum in (1, 2):
+        torch.manual_seed(0)
+        model = ResShiftModel(make_opt(tmp_path, grad_accum=accum))
+
+        def loss_fn(lq, gt, model=model):
+            x0 = model.encode_target(gt)
+            t = torch.full((lq.shape[0], ), 2)
+            return {'l_mse': (model.net_g(x0, t, lq=lq * 2 - 1) - x0).pow(2).mean()}
+
+        terms = model.accumulate_gradients((batch['lq'], batch['gt']), loss_fn, model.grad_scalers['g'], 1)
+        assert terms is not None
+        grads.append(torch.cat([p.grad.flatten() for p in model.net_g.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_amp_bf16_and_grad_clip_run(tmp_path):
+    model = ResShiftModel(make_opt(tmp_path, amp='bf16', grad_clip=0.01))
+    model.feed_data(fixed_batch())
+    model.optimize_parameters(1)
+    assert np.isfinite(model.log_dict['l_mse'])
+    assert all(torch.isfinite(p).all() for p in model.net_g.parameters())
+
+
+def test_resume_continues_with_identical_state(tmp_path):
+    """Save at iter 3 (fp16 AMP: the GradScaler is live), rebuild as BasicSR's resume does, compare, step both."""
+    opt = make_opt(tmp_path, amp='fp16')
+    torch.manual_seed(0)
+    model_a = ResShiftModel(copy.deepcopy(opt))
+    batch = fixed_batch()
+    for it in range(1, 4):
+        model_a.update_learning_rate(it)
+        model_a.feed_data(batch)
+        model_a.optimize_parameters(it)
+    model_a.grad_scalers['g'].update(new_scale=1024.0)  # a non-default scale must survive the round trip
+    model_a.save(epoch=0, current_iter=3)
+    state = torch.load(tmp_path / 'training_states' / '3.state', map_location='cpu', weights_only=True)
+    assert state['iter'] == 3 and state['grad_scalers']['g']['scale'] == 1024.0
+
+    resumed_opt = copy.deepcopy(opt)
+    resumed_opt['path']['resume_state'] = str(tmp_path / 'training_states' / '3.state')
+    check_resume(resumed_opt, state['iter'])
+    assert resumed_opt['path']['pretrain_network_g'].endswith('net_g_3.pth')
+    assert 'pretrain_network_ae' not in resumed_opt['path']
+    model_b = ResShiftModel(resumed_opt)
+    model_b.resume_training(state)
+
+    assert model_b.grad_scalers['g'].state_dict() == model_a.grad_scalers['g'].state_dict()
+    assert model_b.schedulers[0].state_dict() == model_a.schedulers[0].state_dict()
+    for pa, pb in zip(model_a.net_g_ema.parameters(), model_b.net_g_ema.parameters()):
+        assert torch.equal(pa, pb)
+    for pa, pb in zip(model_a.net_g.parameters(), model_b.net_g.parameters()):
+        assert torch.equal(pa, pb)
+    state_a, state_b = model_a.optimizer_g.state_dict(), model_b.optimizer_g.state_dict()
+    assert state_a['param_groups'] == state_b['param_groups']
+    for key in state_a['state']:
+        for name, value in state_a['state'][key].items():
+            assert torch.equal(value, state_b['state'][key][name])
+
+    for model in (model_a, model_b):
+        torch.manual_seed(123)
+        model.update_learning_rate(4)
+        model.feed_data(batch)
+        model.optimize_parameters(4)
+    for pa, pb in zip(model_a.net_g_ema.parameters(), model_b.net_g_ema.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_nan_loss_skips_the_step_and_never_saves_nan_weights(tmp_path):
+    model = ResShiftModel(make_opt(tmp_path))
+    batch = fixed_batch()
+    model.feed_data(batch)
+    model.optimize_parameters(1)
+    model.save(epoch=0, current_iter=1)
+    checkpoint = tmp_path / 'models' / 'net_g_1.pth'
+    saved_bytes = checkpoint.read_bytes()
+
+    weights = [p.detach().clone() for p in model.net_g.parameters()]
+    ema = [p.detach().clone() for p in model.net_g_ema.parameters()]
+    bad = dict(batch, gt=batch['gt'].clone())
+    bad['gt'][0, 0, 0, 0] = float('nan')
+    model.feed_data(bad)
+    model.optimize_parameters(2)
+    assert model.log_dict == {'skipped_steps': 1.0}
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.net_g.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ema, model.net_g_ema.parameters()))
+
+    with torch.no_grad():
+        next(model.net_g.parameters()).fill_(float('nan'))
+    model.save(epoch=0, current_iter=1)
+    assert checkpoint.read_bytes() == saved_bytes
+    assert not (tmp_path / 'training_states' / '2.state').exists()
+
+
+@pytest.mark.parametrize('section, key', [('train', 'grad_acum'), ('diffusion', 'kapa'), (None, 'network_upsampeler')])
+def test_misspelt_option_names_the_key(tmp_path, section, key):
+    opt = make_opt(tmp_path)
+    if section is None:
+        opt[key] = opt.pop('network_upsampler')
+    else:
+        opt[section][key] = 2
+    with pytest.raises(KeyError, match=key):
+        ResShiftModel(opt)
+
+
+def test_frozen_networks_must_be_ignored_on_resume(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['path']['ignore_resume_networks'] = ['network_upsampler']
+    with pytest.raises(KeyError, match='network_ae'):
+        ResShiftModel(opt)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def write_pairs(folder: Path, count: int = 2) -> Dict[str, str]:
+    """PNG pairs (GT 36x40, LR 9x10: not multiples of the network size, to exercise padding)."""
+    image = skdata.coffee()
+    roots = {'gt': folder / 'gt', 'lq': folder / 'lq'}
+    for root in roots.values():
+        root.mkdir(parents=True)
+    for i in range(count):
+        gt = cv2.resize(image[40 * i:40 * i + 144, 100:260], (40, 36), interpolation=cv2.INTER_AREA)
+        lq = cv2.resize(gt, (10, 9), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(roots['gt'] / f'img{i}.png'), gt[..., ::-1])
+        cv2.imwrite(str(roots['lq'] / f'img{i}.png'), lq[..., ::-1])
+    return {k: str(v) for k, v in roots.items()}
+
+
+def test_validation_runs_the_seeded_chain(tmp_path):
+    model = ResShiftModel(make_opt(tmp_path))
+    roots = write_pairs(tmp_path / 'val')
+    dataset = PairedImageDataset({'name': 'tiny', 'type': 'PairedImageDataset', 'dataroot_gt': roots['gt'],
+                                  'dataroot_lq': roots['lq'], 'io_backend': {'type': 'disk'}, 'phase': 'val',
+                                  'scale': 4})
+    loader = DataLoader(dataset, batch_size=1)
+    model.nondist_validation(loader, current_iter=1, tb_logger=None, save_img=True)
+    assert isinstance(model.metric_results['psnr'], float) and np.isfinite(model.metric_results['psnr'])
+    assert (tmp_path / 'visualization' / 'img0' / 'img0_1.png').is_file()
+
+    lq = next(iter(loader))['lq']
+    first = model.super_resolve(lq, seed=3)
+    assert first.shape == (1, 3, 36, 40) and 0 <= float(first.min()) and float(first.max()) <= 1
+    assert torch.equal(first, model.super_resolve(lq, seed=3))
+    assert not torch.equal(first, model.super_resolve(lq, seed=4))
+    assert model.net_g.training  # validation restores the training mode
+
+
+# ---------------------------------------------------------------------------------------------- LPIPS
+def test_lpips_missing_weights_name_the_path(tmp_path, lpips_weights):
+    missing = str(tmp_path / 'nowhere' / 'vgg16.pth')
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        LPNSRLPIPSLoss(vgg_path=missing, lin_path=lpips_weights['lin_path'])
+
+
+def test_lpips_distance_properties(lpips_weights):
+    loss = LPNSRLPIPSLoss(loss_weight=2.0, **lpips_weights)
+    a = torch.rand(2, 3, 32, 32)
+    b = torch.rand(2, 3, 32, 32, requires_grad=True)
+    assert float(loss(a, a)) == pytest.approx(0.0, abs=1e-7)
+    value = loss(b, a)
+    assert float(value) > 0
+    value.backward()
+    assert b.grad is not None and float(b.grad.abs().sum()) > 0
+    assert float(loss(b, a)) == pytest.approx(2.0 * float(LPNSRLPIPSLoss(**lpips_weights)(b, a)), rel=1e-5)
+
+
+def test_resshift_with_lpips_backpropagates_through_the_decoder(tmp_path, lpips_weights):
+    opt = make_opt(tmp_path, perceptual_opt=dict(type='LPNSRLPIPSLoss', loss_weight=1.0, **lpips_weights))
+    model = ResShiftModel(opt)
+    model.feed_data(fixed_batch())
+    model.optimize_parameters(1)
+    assert set(model.log_dict) == {'l_mse', 'l_lpips'}
+    assert model.log_dict['l_lpips'] > 0
