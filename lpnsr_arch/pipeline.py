@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger('basicsr')
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PRECISIONS: Dict[str, torch.dtype] = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 NOISE_KINDS = ('learned', 'gaussian')
@@ -481,6 +482,8 @@ def _build_and_load(name: str, block: Mapping, path_opt: Mapping) -> nn.Module:
     checkpoint = path_opt.get(f'pretrain_network_{name}')
     if checkpoint is not None:
         checkpoint = Path(str(checkpoint)).expanduser()
+        if not checkpoint.is_absolute() and not checkpoint.is_file() and (REPO_ROOT / checkpoint).is_file():
+            checkpoint = REPO_ROOT / checkpoint  # relative to the repository (e.g. the shipped weights/demo)
         if not checkpoint.is_file():
             raise FileNotFoundError(f'options: path.pretrain_network_{name} = {checkpoint} does not exist')
         load_weights(net, str(checkpoint), param_key=path_opt.get(f'param_key_{name}', 'auto'),

@@ -1,0 +1,94 @@
+"""``make demo``: super-resolve photographs that ship with scikit-image using the shipped demonstration model.
+
+1. writes the HR photos (``skimage.data``: astronaut, coffee, chelsea, rocket) to ``<out>/hr``;
+2. degrades them with the training degradation (Real-ESRGAN second order, fixed seed) into ``<out>/pairs/{gt,lq}``;
+3. super-resolves the LR images with LPNSR (``<out>/sr``);
+4. writes a metrics table (PSNR/SSIM on Y with crop 4, NIQE; bicubic, the RRDBNet pre-upsampler, LPNSR) to
+   ``<out>/quality.{csv,json}`` and comparison sheets (LR, bicubic, RRDBNet, LPNSR two seeds, GT) to ``<out>/sheets``.
+
+Everything runs offline on the CPU (or a GPU when present).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from lpnsr_arch.bench import compare_sheet, quality
+from lpnsr_arch.data.test_pairs import make_test_pairs
+from lpnsr_arch.inference import main as inference_main
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_IMAGES = ('astronaut', 'coffee', 'chelsea', 'rocket')
+LPNSR_OPTIONS = 'options/demo/inference_lpnsr_demo.yml'
+RRDBNET_OPTIONS = 'options/demo/test_rrdbnet_upsampler_demo.yml'
+DEGRADATION_RECIPE = 'options/demo_model/01_upsampler_rrdbnet.yml'
+WEIGHTS = ('weights/demo/upsampler_rrdbnet.safetensors', 'weights/demo/denoiser_resshift.safetensors',
+           'weights/demo/noise_predictor_lpnsr.safetensors')
+
+
+def write_sample_photos(out: Path, names: Sequence[str]) -> List[Path]:
+    """Save ``skimage.data.<name>()`` RGB photos as PNG files in ``out``."""
+    import skimage.data
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        loader = getattr(skimage.data, name, None)
+        if loader is None:
+            raise ValueError(f'skimage.data has no image {name!r}')
+        image = np.asarray(loader())
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f'skimage.data.{name} is not an RGB photo (shape {image.shape})')
+        path = out / f'{name}.png'
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+    return paths
+
+
+def check_weights(root: Path) -> None:
+    missing = [w for w in WEIGHTS if not (root / w).is_file()]
+    if missing:
+        raise FileNotFoundError(f'the demonstration weights are missing: {missing}; train them with '
+                                f'`bash scripts/train_demo_model.sh` (needs ../shared/data)')
+
+
+def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> None:
+    check_weights(REPO_ROOT)
+    start = time.perf_counter()
+    write_sample_photos(out / 'hr', images)
+    make_test_pairs(hr=str(out / 'hr'), out=str(out / 'pairs'), degradation_name='realesrgan', scale=4, seed=seed,
+                    recipe_path=str(REPO_ROOT / DEGRADATION_RECIPE))
+    lq_dir, gt_dir = out / 'pairs' / 'lq', out / 'pairs' / 'gt'
+    inference_main(['-i', str(lq_dir), '-o', str(out / 'sr'), '--opt', str(REPO_ROOT / LPNSR_OPTIONS), '--seed',
+                    str(seed), '--device', device, '--suffix', 'lpnsr'])
+    quality.main(['--method', 'bicubic', '--method', f'rrdbnet=basicsr:{REPO_ROOT / RRDBNET_OPTIONS}', '--method',
+                  f'lpnsr=lpnsr:{REPO_ROOT / LPNSR_OPTIONS}', '--dataset', f'skimage_demo={gt_dir},{lq_dir}',
+                  '--seed', str(seed), '--device', device, '--out', str(out)])
+    sheet_args = ['--method', f'rrdbnet=basicsr:{REPO_ROOT / RRDBNET_OPTIONS}', '--method',
+                  f'lpnsr=lpnsr:{REPO_ROOT / LPNSR_OPTIONS}', '--device', device, '--out', str(out / 'sheets')]
+    for name in images:
+        sheet_args += ['--lq', str(lq_dir / f'{name}.png'), '--gt', str(gt_dir / f'{name}.png')]
+    compare_sheet.main(sheet_args)
+    logger.info('demo finished in %.1f s: outputs in %s', time.perf_counter() - start, out)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', type=Path, default=Path('results/demo'))
+    parser.add_argument('--images', nargs='+', default=list(DEMO_IMAGES), help='skimage.data photo names')
+    parser.add_argument('--seed', type=int, default=0, help='degradation seed (image i: seed + i) and LPNSR seed')
+    parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda'")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    run_demo(out=args.out, images=args.images, seed=args.seed, device=args.device)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,47 @@
+"""Export the demonstration model's EMA weights from ``experiments/`` to ``weights/demo/*.safetensors``.
+
+Run by ``scripts/train_demo_model.sh`` after the three stages of ``options/demo_model/`` have trained::
+
+    python -m lpnsr_arch.export_demo --out weights/demo
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from lpnsr_arch.weights import read_state_dict, save_state_dict
+
+logger = logging.getLogger(__name__)
+
+# shipped file name -> the training run whose latest EMA weights it holds
+DEMO_STAGES: Dict[str, str] = {
+    'upsampler_rrdbnet.safetensors': 'demo_model_1_upsampler_RRDBNet',
+    'denoiser_resshift.safetensors': 'demo_model_2_denoiser_ResShift',
+    'noise_predictor_lpnsr.safetensors': 'demo_model_3_noise_predictor_LPNSR',
+}
+
+
+def export_demo(*, experiments: Path, out: Path) -> List[Path]:
+    """Copy ``params_ema`` of each stage's ``net_g_latest.pth`` into a flat safetensors file; returns the paths."""
+    written = []
+    for file_name, run in DEMO_STAGES.items():
+        source = experiments / run / 'models' / 'net_g_latest.pth'
+        state = read_state_dict(source, param_key='params_ema')
+        written.append(save_state_dict(out / file_name, state, metadata={'source': f'{run}/net_g_latest.pth'}))
+        logger.info('%s <- %s (%d tensors)', out / file_name, source, len(state))
+    return written
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--experiments', type=Path, default=Path('experiments'))
+    parser.add_argument('--out', type=Path, default=Path('weights/demo'))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    export_demo(experiments=args.experiments, out=args.out)
+
+
+if __name__ == '__main__':
+    main()
