@@ -166,3 +166,22 @@ def test_dataset_errors_name_the_path(tmp_path: Path) -> None:
     (empty_lmdb / 'meta_info.txt').write_text('')
     with pytest.raises(ValueError, match='empty.lmdb'):
         LPNSRRealESRGANDataset(dataset_opt(str(empty_lmdb), io_backend={'type': 'lmdb'}))
+
+
+def test_bicubic_prob_mixes_in_clean_bicubic_downscales():
+    import numpy as np
+    import torch.nn.functional as F
+
+    from lpnsr_arch.data.degradation import REALESRGAN_X4PLUS_DEGRADATION, SecondOrderDegradation
+    gt = torch.rand(6, 3, 96, 96)
+    kernel = torch.zeros(6, 21, 21)
+    kernel[:, 10, 10] = 1
+    clean = (F.interpolate(gt, size=(24, 24), mode='bicubic', antialias=True) * 255).round().clamp(0, 255) / 255
+    always = SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, bicubic_prob=1.0), scale=4)
+    np.random.seed(0)
+    torch.testing.assert_close(always(gt, kernel, kernel, kernel), clean)
+    never = SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION), scale=4)
+    np.random.seed(0)
+    assert (never(gt, kernel, kernel, kernel) - clean).abs().max() > 0.01
+    with pytest.raises(ValueError, match='bicubic_prob'):
+        SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, bicubic_prob=2), scale=4)

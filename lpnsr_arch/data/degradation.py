@@ -96,7 +96,10 @@ class SecondOrderDegradation(torch.nn.Module):
     """Real-ESRGAN's two rounds of blur, resize, noise and JPEG, then a final resize + sinc filter.
 
     Args:
-        opt: options holding every key of :data:`DEGRADATION_KEYS` (extra keys are ignored).
+        opt: options holding every key of :data:`DEGRADATION_KEYS` (extra keys are ignored), and optionally
+            ``bicubic_prob``: the probability, per image, that the LR is instead the clean bicubic (antialiased)
+            downscale of the GT, so that one model serves both real-world and bicubic inputs (default 0: as
+            Real-ESRGAN).
         scale: super-resolution factor; the LR image is ``H // scale`` x ``W // scale``.
     """
 
@@ -106,6 +109,9 @@ class SecondOrderDegradation(torch.nn.Module):
             raise ValueError(f'scale must be a positive integer, got {scale!r}')
         self.scale = scale
         self.settings = validate_degradation_opt(opt)
+        self.bicubic_prob = float(opt.get('bicubic_prob', 0.0))
+        if not 0 <= self.bicubic_prob <= 1:
+            raise ValueError(f"degradation option 'bicubic_prob' must be a probability in [0, 1], got {self.bicubic_prob}")
         self.jpeger = DiffJPEG(differentiable=False)
 
     def min_gt_size(self) -> int:
@@ -166,6 +172,10 @@ class SecondOrderDegradation(torch.nn.Module):
                 out = self._jpeg(self._resize_back_and_sinc(out, lq_size, sinc_kernel), s['jpeg_range2'])
             else:
                 out = self._resize_back_and_sinc(self._jpeg(out, s['jpeg_range2']), lq_size, sinc_kernel)
+            if self.bicubic_prob > 0:
+                clean = F.interpolate(gt.float(), size=lq_size, mode='bicubic', antialias=True)
+                pick = torch.from_numpy(np.random.uniform(size=gt.size(0)) < self.bicubic_prob).to(gt.device)
+                out = torch.where(pick[:, None, None, None], clean, out)
             return (torch.clamp((out * 255.0).round(), 0, 255) / 255.0).contiguous()
 
 

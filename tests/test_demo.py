@@ -1,0 +1,38 @@
+"""`make demo` pieces: the sample photos, the weights check, and the export of trained stages to safetensors."""
+from __future__ import annotations
+
+import cv2
+import pytest
+import torch
+
+from lpnsr_arch import demo, export_demo
+from lpnsr_arch.weights import read_state_dict
+
+
+def test_sample_photos_are_written_as_rgb_pngs(tmp_path):
+    paths = demo.write_sample_photos(tmp_path, ['chelsea'])
+    image = cv2.imread(str(paths[0]))
+    assert image.shape == (300, 451, 3)
+    with pytest.raises(ValueError, match='no image'):
+        demo.write_sample_photos(tmp_path, ['not_a_photo'])
+    with pytest.raises(ValueError, match='not an RGB photo'):
+        demo.write_sample_photos(tmp_path, ['camera'])
+
+
+def test_missing_weights_name_the_files_and_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r'upsampler_rrdbnet\.safetensors.*train_demo_model\.sh'):
+        demo.check_weights(tmp_path)
+
+
+def test_export_takes_the_ema_weights_of_each_stage(tmp_path):
+    for index, run in enumerate(export_demo.DEMO_STAGES.values()):
+        models = tmp_path / 'experiments' / run / 'models'
+        models.mkdir(parents=True)
+        torch.save({'params': {'w': torch.zeros(2)}, 'params_ema': {'w': torch.full((2, ), float(index))}},
+                   models / 'net_g_latest.pth')
+    written = export_demo.export_demo(experiments=tmp_path / 'experiments', out=tmp_path / 'weights')
+    assert [p.name for p in written] == list(export_demo.DEMO_STAGES)
+    for index, path in enumerate(written):
+        assert torch.equal(read_state_dict(path)['w'], torch.full((2, ), float(index)))
+    with pytest.raises(Exception, match='net_g_latest.pth'):
+        export_demo.export_demo(experiments=tmp_path / 'nowhere', out=tmp_path / 'w2')
