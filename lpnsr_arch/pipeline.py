@@ -20,7 +20,7 @@ import copy
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -106,28 +106,48 @@ def pad_lr(lr01: Tensor, multiple: int, pad_mode: str) -> Tuple[Tensor, Tuple[in
 # Seeds and draws
 # --------------------------------------------------------------------------------------------------------------
 class LatentNoiseField:
-    """The standard-normal draws of one forward call over the WHOLE padded latent, made lazily and cached.
+    """The standard-normal draws of one forward call, defined over the whole padded latent but made block by block.
 
-    Draw ``k`` is ``randn(shape)`` (float32) from one generator seeded with ``seed`` on ``device``, taken in order:
-    untiled, this is exactly ``NormalDraws.seeded(seed, device)`` in float32 (the official stream: the prior noise,
-    then one draw per reverse step). Tiles take crops of these fields (:class:`CroppedDraws`), so a tile sees the
-    noise the untiled image has at the same place: overlapping tiles agree, and the result does not depend on
-    ``tile_batch``. (The official chopper draws fresh noise per patch instead; tiled outputs therefore differ from
-    the official ones, as they would anyway with another generator.)
+    Draw ``k`` at latent position (row, col) comes from the ``block x block`` tile of noise that a generator seeded
+    with ``(seed, k, row // block, col // block)`` produces (float32, on ``device``). A tile therefore sees exactly
+    the noise the untiled image has at the same place: overlapping tiles agree, the result does not depend on
+    ``tile_batch``, and memory stays bounded by the tile size (no image-sized noise buffer). (The official chopper
+    draws fresh noise per patch from one global stream; seeded outputs are not draw-for-draw the official ones, which
+    injected draws reproduce exactly.)
     """
 
-    def __init__(self, seed: int, shape: Sequence[int], device: torch.device):
+    def __init__(self, seed: int, shape: Sequence[int], device: torch.device, block: int = 64):
         self.shape = tuple(int(side) for side in shape)
         self.device = torch.device(device)
-        self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(int(seed))
-        self._fields: List[Tensor] = []
+        self.seed = int(seed)
+        self.block = int(block)
 
-    def field(self, index: int) -> Tensor:
-        """Draw ``index`` (0: the prior noise), shaped :attr:`shape`, float32."""
-        while len(self._fields) <= index:
-            self._fields.append(torch.randn(self.shape, generator=self._generator, device=self.device))
-        return self._fields[index]
+    def _block_seed(self, index: int, block_row: int, block_col: int) -> int:
+        mixed = self.seed
+        for part in (index, block_row, block_col):
+            mixed = (mixed * 0x9E3779B97F4A7C15 + part + 1) % (2**63 - 1)
+        return mixed
+
+    def _block_noise(self, index: int, block_row: int, block_col: int) -> Tensor:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self._block_seed(index, block_row, block_col))
+        batch, channels = self.shape[:2]
+        return torch.randn((batch, channels, self.block, self.block), generator=generator, device=self.device)
+
+    def crop(self, index: int, rows: slice, cols: slice) -> Tensor:
+        """Draw ``index`` (0: the prior noise) on the latent box ``rows`` x ``cols``: (B, C, h, w) float32."""
+        top, bottom, _ = rows.indices(self.shape[2])
+        left, right, _ = cols.indices(self.shape[3])
+        out = torch.empty((*self.shape[:2], bottom - top, right - left), device=self.device)
+        b = self.block
+        for block_row in range(top // b, -(-bottom // b)):
+            for block_col in range(left // b, -(-right // b)):
+                noise = self._block_noise(index, block_row, block_col)
+                r0, r1 = max(top, block_row * b), min(bottom, (block_row + 1) * b)
+                c0, c1 = max(left, block_col * b), min(right, (block_col + 1) * b)
+                out[:, :, r0 - top:r1 - top, c0 - left:c1 - left] = noise[:, :, r0 - block_row * b:r1 - block_row * b,
+                                                                          c0 - block_col * b:c1 - block_col * b]
+        return out
 
 
 class CroppedDraws:
@@ -144,9 +164,8 @@ class CroppedDraws:
         self.calls = 0
 
     def __call__(self, like: Tensor) -> Tensor:
-        full = self.noise_field.field(self.calls)
+        draw = torch.cat([self.noise_field.crop(self.calls, rows, cols) for rows, cols in self.boxes], dim=0)
         self.calls += 1
-        draw = torch.cat([full[:, :, rows, cols] for rows, cols in self.boxes], dim=0)
         if draw.shape != like.shape:
             raise ValueError(f'noise crop {tuple(draw.shape)} does not match the requested {tuple(like.shape)}')
         return draw.to(device=like.device, dtype=like.dtype)
@@ -389,8 +408,7 @@ class LPNSRPipeline(nn.Module):
         Args:
             lr01: (B, 3, H, W) float in [0, 1].
             seed: the noise seed; ``None`` draws one from torch's global generator. The draws come from a
-                :class:`LatentNoiseField` seeded with it (untiled: the stream of ``NormalDraws.seeded(seed, device)``
-                in float32; tiled: crops of the same fields).
+                :class:`LatentNoiseField` seeded with it (the same noise at each place, tiled or not).
             draws: explicit draws (injected noise); excludes ``seed`` and tiling.
             noise: ``'learned'`` (LPNSR) or ``'gaussian'`` (ResShift); default from :attr:`defaults`.
             noise_mode: ``'sample'`` (official) or ``'mean'`` (deterministic learned noise).

@@ -9,7 +9,7 @@ from lpnsr_arch.archs.pixel_autoencoder_arch import LPNSRPixelAutoencoder
 from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler
 from lpnsr_arch.bench.presets import tiny_options
 from lpnsr_arch.diffusion import NormalDraws, ResShiftDiffusion
-from lpnsr_arch.pipeline import InferenceDefaults, LPNSRPipeline, mirror_pad, pad_lr
+from lpnsr_arch.pipeline import CroppedDraws, InferenceDefaults, LatentNoiseField, LPNSRPipeline, mirror_pad, pad_lr
 from lpnsr_arch.tiling import plan_tiles
 from lpnsr_arch.weights import save_state_dict
 
@@ -54,12 +54,25 @@ def test_same_seed_is_bit_identical_and_another_seed_differs(pipeline):
     assert not torch.equal(first, pipeline(lr, seed=8))
 
 
-def test_seeded_forward_is_sample_func_with_the_seeded_stream(pipeline):
+def test_seeded_forward_is_sample_func_with_the_seeded_noise_field(pipeline):
     lr = _lr(16, 16, seed=1)
     out = pipeline(lr, seed=3, color_fix='none', tile=0)
     lq = lr * 2 - 1
-    manual = pipeline.sample_func(lq, draws=NormalDraws.seeded(3)) * 0.5 + 0.5
+    field = pipeline.noise_field(3, lq)
+    manual = pipeline.sample_func(lq, draws=CroppedDraws(field, [(slice(None), slice(None))])) * 0.5 + 0.5
     torch.testing.assert_close(out, manual.clamp(0, 1), atol=0, rtol=0)
+
+
+def test_noise_field_blocks_agree_across_crops_and_look_normal():
+    field = LatentNoiseField(5, (2, 3, 150, 130), torch.device('cpu'), block=64)
+    whole = field.crop(1, slice(None), slice(None))
+    assert whole.shape == (2, 3, 150, 130)
+    torch.testing.assert_close(field.crop(1, slice(40, 100), slice(60, 129)), whole[:, :, 40:100, 60:129],
+                               rtol=0, atol=0)
+    assert not torch.equal(field.crop(0, slice(None), slice(None)), whole)
+    assert abs(whole.mean().item()) < 0.02 and abs(whole.std().item() - 1) < 0.02
+    # neighbouring blocks are not copies of each other
+    assert not torch.equal(whole[:, :, :64, :64], whole[:, :, :64, 64:128])
 
 
 def test_sample_func_consumes_the_five_official_draws(pipeline):

@@ -6,7 +6,6 @@ MATLAB-style bicubic. Image ``i`` is made with seed ``seed + i``, so each pair d
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Dict, List, Optional
 
@@ -21,7 +20,6 @@ from lpnsr_arch.data.degradation import DEGRADATION_KEYS, REALESRGAN_X4PLUS_DEGR
 from lpnsr_arch.data.realesrgan_crop_dataset import (REALESRGAN_X4PLUS_KERNELS, LPNSRRealESRGANDataset,
                                                      check_gt_source)
 
-LOGGER = logging.getLogger(__name__)
 DEGRADATIONS = ('realesrgan', 'bicubic')
 
 
