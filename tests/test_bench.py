@@ -79,9 +79,11 @@ def test_consistency_separates_seeds(dataset, options_file, tmp_path):
 
 
 def test_speed_runs_the_reference_and_fast_paths(tmp_path):
-    table = speed.main(['--preset', 'tiny', '--sizes', '16', '32', '--tile', '16', '--tile-overlap', '0', '--paths',
-                        'bf16_tile_batch', '--repeats', '1', '--warmup', '0', '--device', 'cpu', '--out',
-                        str(tmp_path)])
+    tables = speed.main(['--preset', 'tiny', '--no-train', '--sizes', '16', '32', '--tile', '16', '--tile-overlap',
+                         '0', '--paths', 'bf16_tile_batch', '--repeats', '1', '--warmup', '0', '--device', 'cpu',
+                         '--out', str(tmp_path)])
+    assert list(tables) == ['speed']
+    table = tables['speed']
     paths = [(row['case'], row['path']) for row in table.rows]
     assert paths == [('lr16', 'eager_fp32'), ('lr32_tiled', 'eager_fp32'), ('lr32_tiled', 'bf16_tile_batch')]
     for row in table.rows:
@@ -89,6 +91,36 @@ def test_speed_runs_the_reference_and_fast_paths(tmp_path):
         assert row['gflop'] > 0 and row['median_ms'] > 0
         assert row['max_abs_diff'] == 0 if row['path'] == 'eager_fp32' else row['max_abs_diff'] < 0.2
     assert json.loads((tmp_path / 'speed.json').read_text())['rows'][0]['tiles'] == 1
+
+
+def test_speed_training_step_compares_amp_with_eager_fp32(tmp_path):
+    """The LPNSRModel training step, tiny preset: eager fp32 is deterministic (a second run moves the weights
+    identically), bf16 autocast updates the weights nearly as fp32 does."""
+    lr = 1e-3
+    tables = speed.main(['--preset', 'tiny', '--no-infer', '--train-paths', 'bf16', '--train-batch', '2', '--train-hr',
+                         '64', '--train-lr', str(lr), '--repeats', '1', '--warmup', '0', '--device', 'cpu', '--out',
+                         str(tmp_path)])
+    assert list(tables) == ['speed_train']
+    rows = {row['path']: row for row in tables['speed_train'].rows}
+    assert list(rows) == ['eager_fp32', 'bf16']
+    for row in rows.values():
+        assert 'error' not in row, row
+        assert row['case'] == 'train_b2_hr64' and row['median_ms'] > 0 and row['gflop'] > 0
+        assert row['updated'] is True and 0 < row['l_pix'] < 1
+        assert math.isnan(row['peak_mem_gib'])  # CPU: printed as n/a
+    fp32, bf16 = rows['eager_fp32'], rows['bf16']
+    assert fp32['max_abs_param_diff'] == 0 and fp32['update_rel_diff'] == 0
+    assert 0 < bf16['max_abs_param_diff'] <= 2.5 * lr  # AdamW's first step moves a weight by at most about lr
+    assert bf16['update_rel_diff'] < 1.0  # most gradient signs agree with fp32
+    assert abs(bf16['l_pix'] - fp32['l_pix']) < 0.05 * fp32['l_pix']
+    saved = json.loads((tmp_path / 'speed_train.json').read_text())
+    assert [row['path'] for row in saved['rows']] == ['eager_fp32', 'bf16']
+    assert saved['rows'][0]['peak_mem_gib'] is None
+
+
+def test_speed_training_rejects_an_hr_size_the_networks_cannot_take():
+    with pytest.raises(ValueError, match='--train-hr 40'):
+        speed.main(['--preset', 'tiny', '--no-infer', '--train-batch', '1', '--train-hr', '40', '--device', 'cpu'])
 
 
 def test_compare_sheet_writes_a_grid(dataset, options_file, tmp_path):

@@ -37,11 +37,13 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from lpnsr_arch.bench.common import Table, report, resolve_device
 from lpnsr_arch.bench.presets import preset_options
+from lpnsr_arch.models.diffusion_base_model import lr_size_multiple
+from lpnsr_arch.models.lpnsr_model import LPNSRModel
 from lpnsr_arch.pipeline import LPNSRPipeline
 from lpnsr_arch.tiling import count_tiles
 
@@ -310,10 +312,8 @@ def _quiet_basicsr_logger() -> Iterator[None]:
 
 
 def build_training_model(preset: Mapping, path: TrainPath, *, device: torch.device, seed: int,
-                         lr: float = OFFICIAL_TRAIN_LR) -> nn.Module:
+                         lr: float = OFFICIAL_TRAIN_LR) -> LPNSRModel:
     """An ``LPNSRModel`` for ``path``; the random weights depend only on ``seed`` (the same for every path)."""
-    from lpnsr_arch.models.lpnsr_model import LPNSRModel
-
     torch.manual_seed(seed)
     with _quiet_basicsr_logger():
         return LPNSRModel(training_options(preset, path, device=device, lr=lr))
@@ -328,18 +328,16 @@ def training_batch(*, batch_size: int, hr_size: int, scale: int, seed: int) -> D
     return {'lq': lq, 'gt': gt}
 
 
-def check_training_size(model: nn.Module, hr_size: int) -> None:
+def check_training_size(model: LPNSRModel, hr_size: int) -> None:
     """Raise a ``ValueError`` unless an HR side of ``hr_size`` gives a latent the networks accept (training does not
     pad, unlike inference)."""
-    from lpnsr_arch.models.diffusion_base_model import lr_size_multiple
-
     latent_multiple = math.lcm(int(model.net_unet.size_multiple), int(model.get_bare_model(model.net_g).size_multiple))
     hr_multiple = model.scale * lr_size_multiple(model.scale, int(model.net_ae.downscale), latent_multiple)
     if hr_size % hr_multiple:
         raise ValueError(f'--train-hr {hr_size}: the HR side must be a multiple of {hr_multiple} for these networks')
 
 
-def noise_predictor_parameters(model: nn.Module) -> List[Tensor]:
+def noise_predictor_parameters(model: LPNSRModel) -> List[Tensor]:
     """Detached float32 CPU copies of the trained network's parameters."""
     return [p.detach().float().cpu().clone() for p in model.get_bare_model(model.net_g).parameters()]
 
@@ -351,7 +349,16 @@ def max_abs_difference(first: Sequence[Tensor], second: Sequence[Tensor]) -> flo
     return max(float((a - b).abs().max()) for a, b in zip(first, second))
 
 
-def seeded_first_step(model: nn.Module, batch: Mapping[str, Tensor], seed: int) -> float:
+def relative_update_difference(updated: Sequence[Tensor], reference: 'TrainReference') -> float:
+    """``||delta - delta_ref|| / ||delta_ref||`` (L2 over all parameters) of the first step's parameter update
+    ``delta`` against the reference's: 0 for the same update, about 2 for an update of the opposite sign."""
+    deltas = [(new - old, ref - old) for new, ref, old in zip(updated, reference.updated, reference.initial)]
+    difference = math.sqrt(sum(float((delta - ref).square().sum()) for delta, ref in deltas))
+    norm = math.sqrt(sum(float(ref.square().sum()) for _, ref in deltas))
+    return difference / norm if norm > 0 else math.nan
+
+
+def seeded_first_step(model: LPNSRModel, batch: Mapping[str, Tensor], seed: int) -> float:
     """Feed ``batch`` and run iteration 1 with the global RNG seeded (the chain's draws are then the same on every
     path); returns its ``l_pix``."""
     model.feed_data(dict(batch))
@@ -427,8 +434,9 @@ def run_train_path(preset: Mapping, path: TrainPath, batch: Mapping[str, Tensor]
         **row, 'median_ms': median * 1e3, 'min_ms': min(times) * 1e3, 'peak_mem_gib': _peak_memory_gib(device),
         'gflop': flops / 1e9 if flops else None, 'tflops_per_s': flops / median / 1e12 if flops else None,
         'mfu_pct': flops / median / 1e12 / peak * 100 if flops and peak else None, 'l_pix': first_loss,
-        'updated': reference is not None and max_abs_difference(updated, reference.initial) > 0,
-        'max_abs_param_diff': max_abs_difference(updated, reference.updated) if reference else None
+        'updated': max_abs_difference(updated, reference.initial) > 0 if reference else None,
+        'max_abs_param_diff': max_abs_difference(updated, reference.updated) if reference else None,
+        'update_rel_diff': relative_update_difference(updated, reference) if reference else None
     }
 
 
@@ -458,6 +466,8 @@ def run_training(preset: Mapping, paths: Sequence[TrainPath], *, batch_size: int
         'seed, same batch; eager_fp32 itself: a second run, i.e. determinism). AdamW\'s first step moves each '
         'weight by at most about lr, so values stay below about 2*lr; updated: the first step changed the weights '
         '(False: e.g. skipped by the GradScaler)',
+        'update_rel_diff: L2 norm of (update - reference update) / L2 norm of the reference update (AdamW\'s first '
+        'update is about -lr * sign(grad), so this measures how many gradient signs the path flips)',
     ]
     if device.type == 'cuda':
         table.notes.append(f'fp32 on CUDA: cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, '
@@ -503,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mfu_note(peak: Optional[float]) -> str:
+    return f'MFU against {peak} TFLOP/s dense bf16' if peak else 'MFU: no peak known for this device'
+
+
 def run_inference(preset: str, args: argparse.Namespace, device: torch.device, peak: Optional[float],
                   device_name: str) -> Table:
     """The inference table (see the module docstring)."""
@@ -510,8 +524,7 @@ def run_inference(preset: str, args: argparse.Namespace, device: torch.device, p
     pipeline = LPNSRPipeline.from_options(preset_options(preset), device)
     paths = select_by_name(default_paths(device), args.paths, option='--paths', keep='eager_fp32')
     table = Table(title=f'speed: preset {preset}, {device_name}, torch {torch.__version__}',
-                  notes=[f'MFU against {peak} TFLOP/s dense bf16' if peak else 'MFU: no peak known for this device',
-                         'max_abs_diff: against eager_fp32, same seed, output in [0, 1]'])
+                  notes=[_mfu_note(peak), 'max_abs_diff: against eager_fp32, same seed, output in [0, 1]'])
     for case in default_cases(args.sizes, args.tile, args.tile_overlap):
         logger.info(f'case {case.name}')
         table.rows.extend(run_case(pipeline, case, paths, device=device, warmup=args.warmup, repeats=args.repeats,
@@ -542,7 +555,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Table]:
                              device=device, warmup=args.warmup, repeats=args.repeats, peak=peak, seed=args.seed,
                              lr=args.train_lr)
         table.title += f', {device_name}, torch {torch.__version__}'
-        table.notes.insert(0, f'MFU against {peak} TFLOP/s dense bf16' if peak else 'MFU: no peak known for this device')
+        table.notes.insert(0, _mfu_note(peak))
         tables['speed_train'] = table
     for stem, table in tables.items():
         report(table, args.out, stem, meta=meta)
