@@ -402,7 +402,7 @@ def train_reference(preset: Mapping, batch: Mapping[str, Tensor], *, device: tor
         except torch.OutOfMemoryError as error:
             logger.error(f'training reference {path.name}: {str(error).splitlines()[0]}')
         finally:
-            del model
+            model = None  # drop the reference before freeing memory
             _release(device)
     return None
 
@@ -426,7 +426,7 @@ def run_train_path(preset: Mapping, path: TrainPath, batch: Mapping[str, Tensor]
         logger.error(f'train {path.name}: {error}')
         return {**row, 'error': str(error).splitlines()[0]}
     finally:
-        del model
+        model = None  # drop the reference before freeing memory
         _release(device)
     median = statistics.median(times)
     flops = reference.flops if reference else None
