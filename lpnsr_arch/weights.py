@@ -159,11 +159,18 @@ def save_state_dict(path: Union[str, os.PathLike], state: Mapping[str, Tensor] |
             save_file(flat, tmp, metadata=metadata)
         else:
             torch.save(dict(state), tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
