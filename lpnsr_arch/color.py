@@ -9,13 +9,13 @@ All functions are pure, work on any device, and take/return float images shaped 
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['wavelet_blur', 'wavelet_decomposition', 'wavelet_color_fix', 'adain_color_fix', 'WAVELET_LEVELS']
+__all__ = ['wavelet_blur', 'wavelet_decomposition', 'wavelet_lowpass', 'wavelet_color_fix', 'adain_color_fix', 'WAVELET_LEVELS']
 
 WAVELET_LEVELS = 5
 """The number of decomposition levels of the official colour correction (dilations 1, 2, 4, 8, 16)."""
@@ -81,13 +81,28 @@ def wavelet_decomposition(image: Tensor, levels: int = WAVELET_LEVELS) -> Tuple[
     return high, low
 
 
-def wavelet_color_fix(sr01: Tensor, reference01: Tensor, levels: int = WAVELET_LEVELS) -> Tensor:
+def wavelet_lowpass(image: Tensor, levels: int = WAVELET_LEVELS) -> Tensor:
+    """The ``low`` part of :func:`wavelet_decomposition` alone (one image-sized buffer at a time)."""
+    if levels < 1:
+        raise ValueError(f'levels must be >= 1, got {levels}')
+    for level in range(levels):
+        image = wavelet_blur(image, 2**level)
+    return image
+
+
+def wavelet_color_fix(sr01: Tensor, reference01: Tensor, levels: int = WAVELET_LEVELS,
+                      strip: Optional[int] = 512) -> Tensor:
     """LPNSR's colour correction: the high frequencies of ``sr01`` plus the low frequencies of ``reference01``.
+
+    ``high(sr) + low(ref) = sr - low(sr) + low(ref)``. The low-pass is local (radius ``2**levels - 1`` px), so the
+    image is processed in horizontal strips of ``strip`` rows with a ``2**levels`` halo: the result is the same as
+    on the whole image, and the working memory is bounded by the strip, not the image (``strip=None``: one piece).
 
     Args:
         sr01: the super-resolved image, (B, C, H, W) float in [0, 1].
         reference01: the colour reference (the bicubic-upsampled LR image), same shape, in [0, 1].
         levels: wavelet levels (the official value is 5).
+        strip: rows per strip.
 
     Returns:
         The corrected image, (B, C, H, W), clamped to [0, 1].
@@ -96,9 +111,23 @@ def wavelet_color_fix(sr01: Tensor, reference01: Tensor, levels: int = WAVELET_L
     _check_image('reference01', reference01)
     if sr01.shape != reference01.shape:
         raise ValueError(f'sr01 {tuple(sr01.shape)} and reference01 {tuple(reference01.shape)} must have one shape')
-    sr_high, _ = wavelet_decomposition(sr01, levels)
-    _, reference_low = wavelet_decomposition(reference01.to(sr01.dtype), levels)
-    return (sr_high + reference_low).clamp_(0.0, 1.0)
+    height = sr01.shape[-2]
+    if strip is None or height <= strip:
+        return _fix_piece(sr01, reference01.to(sr01.dtype), levels)
+    halo = 2**levels
+    out = torch.empty_like(sr01)
+    for top in range(0, height, strip):
+        bottom = min(top + strip, height)
+        lo, hi = max(0, top - halo), min(height, bottom + halo)
+        piece = _fix_piece(sr01[:, :, lo:hi], reference01[:, :, lo:hi].to(sr01.dtype), levels)
+        out[:, :, top:bottom] = piece[:, :, top - lo:top - lo + bottom - top]
+    return out
+
+
+def _fix_piece(sr01: Tensor, reference01: Tensor, levels: int) -> Tensor:
+    result = sr01 - wavelet_lowpass(sr01, levels)
+    result += wavelet_lowpass(reference01, levels)
+    return result.clamp_(0.0, 1.0)
 
 
 def adain_color_fix(sr01: Tensor, reference01: Tensor, eps: float = 1e-5) -> Tensor:

@@ -369,7 +369,7 @@ class LPNSRPipeline(nn.Module):
             if color_fix == 'none':
                 return sr01.clamp(0.0, 1.0)
             reference = F.interpolate(lq.float(), scale_factor=self.scale, mode='bicubic', align_corners=False)
-            reference01 = reference * 0.5 + 0.5
+            reference01 = reference.mul_(0.5).add_(0.5)
             if color_fix == 'wavelet':
                 return wavelet_color_fix(sr01, reference01)
             return adain_color_fix(sr01, reference01)
@@ -460,7 +460,7 @@ class LPNSRPipeline(nn.Module):
 
             sr = process_tiled(lq, run_tiles, tile=tile, overlap=tile_overlap, scale=self.scale,
                                tile_batch=tile_batch, exact=exact_blend, progress=progress).float()
-        sr01 = self.color_correct(sr * 0.5 + 0.5, lq, color_fix)
+        sr01 = self.color_correct(sr.mul_(0.5).add_(0.5), lq, color_fix)  # in place: no second image-sized copy
         return sr01[:, :, :height * self.scale, :width * self.scale].contiguous()
 
     # ---------------------------------------------------------------------------------------------- checks

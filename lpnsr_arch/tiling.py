@@ -157,7 +157,7 @@ def process_tiled(image: Tensor,
         if progress is not None:
             progress(min(first + tile_batch, len(tiles)), len(tiles))
     assert accumulated is not None  # plan_tiles always returns at least one tile
-    return accumulated / weight_sum
+    return accumulated.div_(weight_sum)
 
 
 def count_tiles(height: int, width: int, tile: int, overlap: int) -> int:

@@ -56,3 +56,15 @@ def test_adain_matches_reference_statistics():
     torch.testing.assert_close(fixed.mean(dim=(2, 3)), reference.mean(dim=(2, 3)), atol=1e-4, rtol=0)
     torch.testing.assert_close(fixed.std(dim=(2, 3), correction=0), reference.std(dim=(2, 3), correction=0),
                                atol=1e-3, rtol=0)
+
+
+def test_strips_give_the_same_result_as_one_piece():
+    from lpnsr_arch.color import wavelet_color_fix
+    generator = torch.Generator().manual_seed(0)
+    sr = torch.rand(1, 3, 300, 90, generator=generator)
+    ref = torch.rand(1, 3, 300, 90, generator=generator)
+    whole = wavelet_color_fix(sr, ref, strip=None)
+    torch.testing.assert_close(wavelet_color_fix(sr, ref, strip=64), whole, rtol=0, atol=1e-6)
+    high, _ = wavelet_decomposition(sr)
+    _, low = wavelet_decomposition(ref)
+    torch.testing.assert_close(whole, (high + low).clamp(0, 1), rtol=0, atol=1e-6)
