@@ -192,3 +192,11 @@ def test_from_options_loads_the_named_checkpoints(pipeline, tmp_path):
     del options['network_ae']
     with pytest.raises(KeyError, match='network_ae'):
         LPNSRPipeline.from_options(options)
+
+
+def test_channels_last_path_matches_the_reference(pipeline):
+    lr = _lr(16, 16, seed=2)
+    reference = pipeline(lr, seed=1, tile=0)
+    fast = pipeline.accelerate(channels_last=True)(lr.contiguous(memory_format=torch.channels_last), seed=1, tile=0)
+    pipeline.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-4)

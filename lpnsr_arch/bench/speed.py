@@ -107,12 +107,7 @@ def default_paths(device: torch.device) -> List[SpeedPath]:
 def applied(pipeline: LPNSRPipeline, path: SpeedPath) -> Iterator[LPNSRPipeline]:
     """``pipeline`` set up for ``path`` (memory format, compiled networks), restored on exit."""
     originals = {'denoiser': pipeline.denoiser, 'noise_predictor': pipeline.noise_predictor}
-    if path.channels_last:
-        pipeline.to(memory_format=torch.channels_last)
-    if path.compile_mode is not None:
-        for name, module in originals.items():
-            if module is not None:
-                setattr(pipeline, name, torch.compile(module, mode=path.compile_mode, dynamic=False))
+    pipeline.accelerate(channels_last=path.channels_last, compile_mode=path.compile_mode)
     try:
         yield pipeline
     finally:
