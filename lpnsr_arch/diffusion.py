@@ -196,7 +196,6 @@ class ResShiftDiffusion:
         self.posterior_log_variance_clipped = np.log(posterior_variance_clipped)
         self.posterior_mean_coef1 = etas_prev / etas
         self.posterior_mean_coef2 = alpha / etas
-        self.weight_loss_mse = 0.5 / posterior_variance_clipped * (alpha / etas)**2
         if c.normalize_input and c.latent_flag:
             self.input_divisor = np.sqrt(c.kappa**2 * etas + 1)
         elif c.normalize_input:

@@ -9,9 +9,9 @@ The steps follow the official ``NoisePredictorInference`` (see the spec, "LPNSR 
 3. Gaussian blending of the tiles (:mod:`lpnsr_arch.tiling`), ``x 0.5 + 0.5``, wavelet colour correction against the
    bicubic-upsampled padded LR (:mod:`lpnsr_arch.color`), clamp to [0, 1], crop the padding away.
 
-Randomness is explicit: the standard-normal noise comes from a :class:`LatentNoiseField` seeded from ``seed``, one
-field over the whole latent that tiles crop, so a seed gives the same noise at each place whatever the tiling, and
-the same image whatever ``tile_batch`` is. Injected draws (``draws=``) reproduce the official chain exactly.
+Randomness is explicit: the standard-normal noise comes from a :class:`LatentNoiseField` seeded from ``seed``, defined
+over the whole latent but generated block by block for the box a tile needs, so a seed gives the same noise at each
+place whatever the tiling, and the same image whatever ``tile_batch`` is. Injected draws (``draws=``) reproduce the official chain exactly.
 """
 from __future__ import annotations
 

@@ -173,11 +173,6 @@ def _current_umask() -> int:
     return mask
 
 
-def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (optionally only those with ``requires_grad``)."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
-
-
 def prefixed(state: Mapping[str, Tensor], prefix: str) -> StateDict:
     """The entries of ``state`` under ``prefix`` (e.g. ``'unet.'``), with the prefix removed."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
