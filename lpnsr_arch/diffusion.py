@@ -57,6 +57,9 @@ class DiffusionConfig:
         eta_power: the exponent of the schedule's time axis.
         normalize_input: divide the denoiser input by the forward std (see :meth:`ResShiftDiffusion.scale_input`).
         latent_flag: True for a latent (VQ) space, False for pixel space; picks the input divisor.
+        predict_type: what the denoiser outputs: ``'xstart'`` (x0 itself: every LPNSR/ResShift v3 checkpoint) or
+            ``'residual'`` (ResShift's ``RESIDUAL`` type, the residual ``y - x0``, so ``x0 = y - output``: an
+            untrained denoiser already starts near the pre-upsampled image).
         eta_schedule: only ``'exponential'`` is implemented (the one every LPNSR/ResShift v3 model uses).
     """
     num_timesteps: int = 4
@@ -67,6 +70,7 @@ class DiffusionConfig:
     normalize_input: bool = True
     latent_flag: bool = True
     eta_schedule: str = 'exponential'
+    predict_type: str = 'xstart'
 
     @classmethod
     def from_dict(cls, opt: Optional[Dict]) -> 'DiffusionConfig':
@@ -159,6 +163,7 @@ class LearnedNoise:
 
 
 Denoiser = Callable[..., Tensor]
+PREDICT_TYPES = ('xstart', 'residual')
 StepCallback = Callable[[Dict[str, object]], None]
 
 
@@ -177,6 +182,8 @@ class ResShiftDiffusion:
         c = self.config
         if c.eta_schedule != 'exponential':
             raise ValueError(f"eta_schedule {c.eta_schedule!r} is not supported (only 'exponential')")
+        if c.predict_type not in PREDICT_TYPES:
+            raise ValueError(f'diffusion predict_type must be one of {PREDICT_TYPES}, got {c.predict_type!r}')
         self.num_timesteps = c.num_timesteps
         self.kappa = c.kappa
         sqrt_etas = exponential_sqrt_etas(c.num_timesteps, c.min_noise_level, c.etas_end, c.kappa, c.eta_power)
@@ -249,6 +256,10 @@ class ResShiftDiffusion:
         """``x_{T-1} = y + kappa sqrt(eta_{T-1}) noise``: the start of the reverse chain."""
         return y + self.kappa * float(self.sqrt_etas[-1]) * noise
 
+    def x0_from_output(self, output: Tensor, y: Tensor) -> Tensor:
+        """The x0 estimate from the denoiser's raw output (see :attr:`DiffusionConfig.predict_type`)."""
+        return output if self.config.predict_type == 'xstart' else y - output
+
     # ---------------------------------------------------------------------------------------------- posterior
     def posterior_mean(self, x_t: Tensor, x0: Tensor, t: int) -> Tensor:
         """Mean of q(x_{t-1} | x_t, x0): ``(eta_{t-1}/eta_t) x_t + (alpha_t/eta_t) x0``."""
@@ -279,7 +290,8 @@ class ResShiftDiffusion:
         Args:
             y: latent of the pre-upsampled LR image, (B, C, h, w).
             lq: LR image in [-1, 1], (B, 3, h, w): the denoiser's (and noise predictor's) condition.
-            denoiser: ``denoiser(scaled_x_t, timesteps, lq=lq) -> pred_x0`` (an x0-predicting network).
+            denoiser: ``denoiser(scaled_x_t, timesteps, lq=lq) -> output``: x0, or ``y - x0`` with
+                ``predict_type='residual'`` (:meth:`x0_from_output`).
             noise_source: the noise of each intermediate step (:class:`GaussianNoise`, :class:`LearnedNoise`, ...).
             prior_noise: the standard-normal draw for the prior, shaped like ``y``.
             callback: called after each step with ``{'t', 'x_t', 'pred_x0'}``.
@@ -295,7 +307,7 @@ class ResShiftDiffusion:
         pred_x0 = x
         for t in reversed(range(self.num_timesteps)):
             timesteps = self.timesteps(t, x.shape[0], x.device)
-            pred_x0 = denoiser(self.scale_input(x, t), timesteps, lq=lq)
+            pred_x0 = self.x0_from_output(denoiser(self.scale_input(x, t), timesteps, lq=lq), y)
             if t > 0:
                 noise = noise_source(x, pred_x0, lq, t)
                 x = self.reverse_step(x, pred_x0, t, noise)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped demonstration model from scratch, all three stages, then export its weights to weights/demo/.
 # Needs ../shared/data (train_hr, val_realesrgan_x4) beside the repository; runs on the CPU or a GPU.
-#   bash scripts/train_demo_model.sh            (about 35 minutes on 2 CPU cores)
+#   bash scripts/train_demo_model.sh            (about 55 minutes on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -65,6 +65,21 @@ def test_reverse_loop_with_a_perfect_denoiser_returns_x0():
     assert torch.equal(out, x0)
 
 
+def test_residual_prediction_type_maps_the_output_to_x0():
+    """ResShift's RESIDUAL type: the denoiser outputs y - x0, and the chain returns x0 = y - output."""
+    d = ResShiftDiffusion(DiffusionConfig(predict_type='residual'))
+    x0 = torch.randn(2, 3, 8, 8)
+    y = x0 + 0.5 * torch.randn_like(x0)
+    out = d.sample(y, torch.zeros(2, 3, 8, 8), lambda x, t, lq: y - x0, GaussianNoise(NormalDraws.seeded(0)),
+                   torch.randn_like(y))
+    assert torch.allclose(out, x0, atol=1e-6)
+    zero = d.sample(y, torch.zeros(2, 3, 8, 8), lambda x, t, lq: torch.zeros_like(x), GaussianNoise(), torch.randn_like(y))
+    assert torch.equal(zero, y)  # a zero output is the pre-upsampled image itself
+    assert torch.equal(ResShiftDiffusion().x0_from_output(x0, y), x0)  # the default (official) type: x0 itself
+    with pytest.raises(ValueError, match='predict_type'):
+        ResShiftDiffusion(DiffusionConfig(predict_type='epsilon'))
+
+
 def test_reverse_step_uses_the_noise_source_and_posterior():
     d = ResShiftDiffusion()
     x0, y = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)

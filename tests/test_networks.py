@@ -8,7 +8,7 @@ from lpnsr_arch.archs.discriminator_arch import LPNSRPatchDiscriminator
 from lpnsr_arch.archs.noise_predictor_arch import LPNSRNoisePredictor
 from lpnsr_arch.archs.pixel_autoencoder_arch import LPNSRPixelAutoencoder
 from lpnsr_arch.archs.resshift_unet_arch import LPNSRResShiftUNet
-from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler, LPNSRSwinIR
+from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicResidualRRDBNet, LPNSRBicubicUpsampler, LPNSRSwinIR
 from lpnsr_arch.archs.vqgan_arch import LPNSRVQAutoencoder
 
 # the official parameter counts (spec §2)
@@ -119,6 +119,23 @@ def test_discriminator_and_upsamplers():
     assert up(torch.rand(1, 3, 10, 12)).shape == (1, 3, 40, 48)
     swinir = LPNSRSwinIR(depths=(2, ), num_heads=(2, ), embed_dim=16, img_size=16)
     assert swinir(torch.rand(1, 3, 13, 9)).shape == (1, 3, 52, 36)  # padded to the window and cropped back
+
+
+def test_bicubic_residual_rrdbnet_starts_at_bicubic_and_keeps_rrdbnet_keys():
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+
+    torch.manual_seed(0)
+    net = LPNSRBicubicResidualRRDBNet(num_feat=8, num_block=1, num_grow_ch=4).eval()
+    x = torch.rand(1, 3, 10, 12)
+    bicubic = torch.nn.functional.interpolate(x, scale_factor=4, mode='bicubic', align_corners=False)
+    with torch.no_grad():
+        assert torch.equal(net(x), bicubic)  # zero-initialised correction
+        net.conv_last.bias.fill_(0.25)
+        assert torch.allclose(net(x), bicubic + 0.25)
+    plain = RRDBNet(num_in_ch=3, num_out_ch=3, scale=4, num_feat=8, num_block=1, num_grow_ch=4)
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    with pytest.raises(ValueError, match='num_out_ch'):
+        LPNSRBicubicResidualRRDBNet(num_in_ch=3, num_out_ch=1)
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])

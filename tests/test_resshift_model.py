@@ -141,6 +141,22 @@ def test_latent_loss_falls(tmp_path):
     assert end < 0.7 * start, (start, end)
 
 
+def test_residual_prediction_loss_is_the_mse_of_y_minus_output(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['diffusion']['predict_type'] = 'residual'
+    model = ResShiftModel(opt)
+    batch = fixed_batch()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        loss = float(model.micro_batch_losses(batch['lq'], batch['gt'])['l_mse'])
+        torch.manual_seed(3)
+        y, x0 = model.encode_condition(batch['lq']), model.encode_target(batch['gt'])
+        t = model.diffusion.sample_timesteps(x0.shape[0], model.device)
+        x_in = model.diffusion.training_inputs(x0, y, t, torch.randn_like(x0))
+        output = model.net_g(x_in, t, lq=batch['lq'] * 2 - 1)
+    assert loss == pytest.approx(float(torch.mean((output - (y - x0))**2)), rel=1e-5)
+
+
 def test_gradient_accumulation_matches_full_batch(tmp_path):
     """Splitting a batch into micro-batches gives the full-batch gradient (deterministic loss)."""
     batch = fixed_batch(num=4)

@@ -2,7 +2,9 @@
 
 LPNSR uses SwinIR-L; BasicSR's own ``SwinIR`` is key- and output-identical to it (spec §1e) but lacks the padding to
 a multiple of the window and the final crop that the official forward has. :class:`LPNSRSwinIR` adds just that.
-:class:`LPNSRBicubicUpsampler` is the official *training* pre-upsampler. BasicSR's ``RRDBNet`` needs no wrapper.
+:class:`LPNSRBicubicUpsampler` is the official *training* pre-upsampler. BasicSR's ``RRDBNet`` needs no wrapper;
+:class:`LPNSRBicubicResidualRRDBNet` is an RRDBNet that learns a correction of the bicubic upscale (the demonstration
+model's pre-upsampler: it starts training at the bicubic result instead of a random image).
 All take images in [0, 1] and return the upscaled image, not clamped.
 """
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch.nn.functional as F
+from basicsr.archs.rrdbnet_arch import RRDBNet
 from basicsr.archs.swinir_arch import SwinIR
 from basicsr.utils.registry import ARCH_REGISTRY
+import torch
 from torch import Tensor, nn
 
 
@@ -52,3 +56,28 @@ class LPNSRBicubicUpsampler(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.interpolate(x, scale_factor=self.scale, mode='bicubic', align_corners=False)
+
+
+@ARCH_REGISTRY.register()
+class LPNSRBicubicResidualRRDBNet(RRDBNet):
+    """BasicSR ``RRDBNet`` plus a global bicubic skip: ``out = bicubic(x) + RRDBNet(x)``.
+
+    Same constructor and state-dict keys as ``RRDBNet`` (x4 only, like its ``num_in_ch`` = 3 path). ``conv_last`` starts
+    at zero, so an untrained network returns exactly the bicubic upscale and training only has to learn the
+    correction (denoising, deblurring, detail). Input (B, 3, H, W) in [0, 1]; output (B, 3, 4H, 4W), not clamped.
+    """
+
+    def __init__(self, *, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 23,
+                 num_grow_ch: int = 32):
+        if num_in_ch != num_out_ch:
+            raise ValueError(f'LPNSRBicubicResidualRRDBNet: num_in_ch ({num_in_ch}) must equal num_out_ch '
+                             f'({num_out_ch}) for the bicubic skip')
+        super().__init__(num_in_ch=num_in_ch, num_out_ch=num_out_ch, scale=4, num_feat=num_feat,
+                         num_block=num_block, num_grow_ch=num_grow_ch)
+        with torch.no_grad():
+            self.conv_last.weight.zero_()
+            self.conv_last.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        skip = F.interpolate(x, scale_factor=4, mode='bicubic', align_corners=False)
+        return skip + super().forward(x)

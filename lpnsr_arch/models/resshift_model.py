@@ -1,7 +1,8 @@
 """Stage 1: train the ResShift x0-predicting denoiser in the (frozen) autoencoder's latent space.
 
 Per micro-batch (ResShift ``TrainerDifIRLPIPS``): ``y = encode(up(lq))``, ``x0 = encode(gt)`` (no grad),
-``t ~ U{0..T-1}``, ``x_in = scale_input(q_sample(x0, y, t, noise), t)``, ``pred = net_g(x_in, t, lq)``;
+``t ~ U{0..T-1}``, ``x_in = scale_input(q_sample(x0, y, t, noise), t)``, ``pred = net_g(x_in, t, lq)`` (or
+``y - net_g(...)`` with the diffusion's ``predict_type: residual``, whose loss is then ResShift's residual MSE);
 ``l_mse = MSE(pred, x0)`` in latent space and, optionally, ``l_lpips`` between the quantised (straight-through)
 decode of ``pred`` and ``gt``, with the gradient flowing through the frozen decoder.
 """
@@ -54,7 +55,7 @@ class ResShiftModel(DiffusionSRModel):
         timesteps = self.diffusion.sample_timesteps(x0.shape[0], self.device)
         noise = torch.randn_like(x0)
         x_in = self.diffusion.training_inputs(x0, y, timesteps, noise)
-        pred_x0 = self.net_g(x_in, timesteps, lq=lq * 2 - 1)
+        pred_x0 = self.diffusion.x0_from_output(self.net_g(x_in, timesteps, lq=lq * 2 - 1), y)
         terms: 'OrderedDict[str, Tensor]' = OrderedDict()
         terms['l_mse'] = self.cri_latent(pred_x0.float(), x0)
         if self.cri_perceptual is not None:
