@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -276,9 +277,10 @@ class LPNSRPipeline(nn.Module):
         ``inference:`` (:class:`InferenceDefaults`).
         """
         opt = load_options(options)
+        _check_option_names(opt)
         _check_checkpoints_exist(opt.get('path') or {})
         networks = {}
-        for name in ('upsampler', 'ae', 'unet', 'noise'):
+        for name in PIPELINE_NETWORKS:
             block = opt.get(f'network_{name}')
             if block is None:
                 if name == 'noise':
@@ -500,6 +502,26 @@ class LPNSRPipeline(nn.Module):
             raise ValueError(f'tile must be a multiple of {self.lr_multiple}, got {tile}')
         if not 0 <= tile_overlap < tile:
             raise ValueError(f'tile_overlap must be in [0, tile), got {tile_overlap}')
+
+
+PIPELINE_NETWORKS = ('upsampler', 'ae', 'unet', 'noise')
+PIPELINE_BLOCKS = tuple(f'network_{name}' for name in PIPELINE_NETWORKS) + ('path', 'diffusion', 'inference')
+PER_NETWORK_PATH_KEYS = ('pretrain_network_', 'param_key_', 'strict_load_')
+
+
+def _check_option_names(opt: Mapping) -> None:
+    """Misspelt names fail instead of silently falling back to defaults: a top-level key that is a near miss of a
+    known block (``difusion``), or a per-network ``path`` key that names no network of the pipeline."""
+    for key in opt:
+        if key not in PIPELINE_BLOCKS:
+            close = difflib.get_close_matches(str(key), PIPELINE_BLOCKS, n=1, cutoff=0.8)
+            if close:
+                raise KeyError(f'options: unknown block {key!r}; did you mean {close[0]!r}?')
+    for key in opt.get('path') or {}:
+        for prefix in PER_NETWORK_PATH_KEYS:
+            if str(key).startswith(prefix) and str(key)[len(prefix):] not in PIPELINE_NETWORKS:
+                raise KeyError(f'options: path.{key} names no network of the pipeline; the networks are '
+                               f'{list(PIPELINE_NETWORKS)} (e.g. {prefix}unet)')
 
 
 def _check_checkpoints_exist(path_opt: Mapping) -> None:

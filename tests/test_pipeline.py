@@ -188,7 +188,14 @@ def test_from_options_loads_the_named_checkpoints(pipeline, tmp_path):
     options['path']['pretrain_network_unet'] = str(tmp_path / 'missing.pth')
     with pytest.raises(FileNotFoundError, match='pretrain_network_unet'):
         LPNSRPipeline.from_options(options)
+    options['path'] = {'pretrain_network_unett': str(tmp_path / 'unet.safetensors')}
+    with pytest.raises(KeyError, match='pretrain_network_unett'):
+        LPNSRPipeline.from_options(options)
     del options['path']
+    options['difusion'] = options.pop('diffusion', {})
+    with pytest.raises(KeyError, match="'difusion'.*'diffusion'"):
+        LPNSRPipeline.from_options(options)
+    del options['difusion']
     del options['network_ae']
     with pytest.raises(KeyError, match='network_ae'):
         LPNSRPipeline.from_options(options)
