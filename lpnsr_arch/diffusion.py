@@ -58,8 +58,8 @@ class DiffusionConfig:
         normalize_input: divide the denoiser input by the forward std (see :meth:`ResShiftDiffusion.scale_input`).
         latent_flag: True for a latent (VQ) space, False for pixel space; picks the input divisor.
         predict_type: what the denoiser outputs: ``'xstart'`` (x0 itself: every LPNSR/ResShift v3 checkpoint) or
-            ``'residual'`` (ResShift's ``RESIDUAL`` type, the residual ``y - x0``, so ``x0 = y - output``: an
-            untrained denoiser already starts near the pre-upsampled image).
+            ``'residual'`` (ResShift's ``RESIDUAL`` type, the residual ``y - x0``, so ``x0 = y - output``: a zero
+            output is the pre-upsampled image itself).
         eta_schedule: only ``'exponential'`` is implemented (the one every LPNSR/ResShift v3 model uses).
     """
     num_timesteps: int = 4

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from basicsr.archs import build_network  # lpnsr_arch/__init__ has applied the torchvision shim by now
 from torch import Tensor, nn
 
+from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.color import adain_color_fix, wavelet_color_fix
 from lpnsr_arch.diffusion import DiffusionConfig, GaussianNoise, LearnedNoise, ResShiftDiffusion
 from lpnsr_arch.tiling import Tile, process_tiled
@@ -388,7 +388,7 @@ class LPNSRPipeline(nn.Module):
             sr01 = sr01.float()
             if color_fix == 'none':
                 return sr01.clamp(0.0, 1.0)
-            reference = F.interpolate(lq.float(), scale_factor=self.scale, mode='bicubic', align_corners=False)
+            reference = bicubic_upscale(lq.float(), self.scale)
             reference01 = reference.mul_(0.5).add_(0.5)
             if color_fix == 'wavelet':
                 return wavelet_color_fix(sr01, reference01)

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Dict
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,7 +14,7 @@ import lpnsr_arch  # noqa: F401  (registers everything; must come before basicsr
 import lpnsr_arch.losses  # noqa: F401
 from basicsr.utils.misc import check_resume
 from lpnsr_arch.models.lpnsr_model import LPNSRModel
-from skimage import data as skdata
+from photo_batches import photo_batch
 
 TINY_SWIN_UNET = dict(image_size=8, in_channels=48, out_channels=48, model_channels=32, channel_mult=[1],
                       num_res_blocks=[1], attention_resolutions=[], num_head_channels=16, swin_depth=1,
@@ -58,12 +57,7 @@ def make_opt(root: Path, *, with_d: bool = True, **train_overrides) -> Dict:
 
 def fixed_batch(num: int = 2, gt_size: int = 32) -> Dict[str, torch.Tensor]:
     """GT crops of skimage's chelsea in [0, 1] and their bicubic x4 downscales."""
-    image = skdata.chelsea().astype(np.float32) / 255.0
-    gts = [cv2.resize(image[50 * i:50 * i + 128, 150:278], (gt_size, gt_size), interpolation=cv2.INTER_AREA)
-           for i in range(num)]
-    gt = torch.from_numpy(np.stack(gts)).permute(0, 3, 1, 2).contiguous()
-    lq = torch.nn.functional.interpolate(gt, scale_factor=0.25, mode='bicubic', antialias=True).clamp(0, 1)
-    return {'gt': gt, 'lq': lq}
+    return photo_batch('chelsea', num=num, gt_size=gt_size, row_step=50, cols=(150, 278))
 
 
 def snapshot(net: torch.nn.Module):

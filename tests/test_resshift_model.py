@@ -18,6 +18,7 @@ from basicsr.utils.misc import check_resume
 from lpnsr_arch.losses.lpips_loss import LPNSRLPIPSLoss, TAP_CHANNELS, build_vgg16_features
 from lpnsr_arch.models.diffusion_base_model import WarmupCosineLR, lr_size_multiple, warmup_cosine_lr
 from lpnsr_arch.models.resshift_model import ResShiftModel
+from photo_batches import photo_batch
 from skimage import data as skdata
 from torch.utils.data import DataLoader
 
@@ -55,12 +56,7 @@ def make_opt(root: Path, **train_overrides) -> Dict:
 
 def fixed_batch(num: int = 2, gt_size: int = 32) -> Dict[str, torch.Tensor]:
     """GT crops of skimage's astronaut in [0, 1] and their bicubic x4 downscales."""
-    image = skdata.astronaut().astype(np.float32) / 255.0
-    gts = [cv2.resize(image[64 * i:64 * i + 128, 200:328], (gt_size, gt_size), interpolation=cv2.INTER_AREA)
-           for i in range(num)]
-    gt = torch.from_numpy(np.stack(gts)).permute(0, 3, 1, 2).contiguous()
-    lq = torch.nn.functional.interpolate(gt, scale_factor=0.25, mode='bicubic', antialias=True).clamp(0, 1)
-    return {'gt': gt, 'lq': lq}
+    return photo_batch('astronaut', num=num, gt_size=gt_size, row_step=64, cols=(200, 328))
 
 
 def fixed_loss(model: ResShiftModel, batch: Dict[str, torch.Tensor], seed: int = 0) -> float:

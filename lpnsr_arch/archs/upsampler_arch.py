@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 import torch.nn.functional as F
 from basicsr.archs.rrdbnet_arch import RRDBNet
 from basicsr.archs.swinir_arch import SwinIR
 from basicsr.utils.registry import ARCH_REGISTRY
-import torch
 from torch import Tensor, nn
+
+
+def bicubic_upscale(x: Tensor, scale: int) -> Tensor:
+    """Bicubic interpolation by ``scale`` with ``align_corners=False`` (the official up-sampling), not clamped."""
+    return F.interpolate(x, scale_factor=scale, mode='bicubic', align_corners=False)
 
 
 @ARCH_REGISTRY.register()
@@ -55,7 +60,7 @@ class LPNSRBicubicUpsampler(nn.Module):
         self.scale = scale
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.interpolate(x, scale_factor=self.scale, mode='bicubic', align_corners=False)
+        return bicubic_upscale(x, self.scale)
 
 
 @ARCH_REGISTRY.register()
@@ -79,5 +84,4 @@ class LPNSRBicubicResidualRRDBNet(RRDBNet):
             self.conv_last.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        skip = F.interpolate(x, scale_factor=4, mode='bicubic', align_corners=False)
-        return skip + super().forward(x)
+        return bicubic_upscale(x, 4) + super().forward(x)

@@ -21,9 +21,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, read_image
 from lpnsr_arch.pipeline import LPNSRPipeline, load_options
 
@@ -78,7 +78,7 @@ def parse_method(text: str) -> MethodSpec:
 def _bicubic(scale: int) -> Upscale:
 
     def upscale(lr01: Tensor, seed: int) -> Tensor:
-        return F.interpolate(lr01, scale_factor=scale, mode='bicubic', align_corners=False).clamp(0.0, 1.0)
+        return bicubic_upscale(lr01, scale).clamp(0.0, 1.0)
 
     return upscale
 

@@ -19,7 +19,6 @@ from collections import OrderedDict
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from basicsr.archs import build_network
@@ -28,6 +27,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
+from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.diffusion import DiffusionConfig, NoiseSource, NormalDraws, ResShiftDiffusion
 from lpnsr_arch.pipeline import pad_lr
 from lpnsr_arch.weights import load_weights, read_checkpoint_file, save_state_dict, unwrap_state_dict
@@ -388,7 +388,7 @@ class DiffusionSRModel(SRModel):
         ``network_upsampler``). Runs in fp32 outside autocast, like the official SwinIR wrapper."""
         with torch.autocast(device_type=self.device.type, enabled=False):
             if self.net_upsampler is None:
-                return F.interpolate(lq01.float(), scale_factor=self.scale, mode='bicubic', align_corners=False)
+                return bicubic_upscale(lq01.float(), self.scale)
             return self.net_upsampler(lq01.float()).float()
 
     @torch.no_grad()
