@@ -1,6 +1,7 @@
 """Export the demonstration model's EMA weights from ``experiments/`` to ``weights/demo/*.safetensors``.
 
-Run by ``scripts/train_demo_model.sh`` after the three stages of ``options/demo_model/`` have trained::
+Run by ``scripts/train_demo_model.sh`` after the stages of ``options/demo_model/`` have trained (the later phases of
+a stage, ``NNb``/``NNc``, continue its first; each stage's last phase is the run exported)::
 
     python -m lpnsr_arch.export_demo --out weights/demo
 """
@@ -17,9 +18,9 @@ logger = logging.getLogger(__name__)
 
 # shipped file name -> the training run whose latest EMA weights it holds
 DEMO_STAGES: Dict[str, str] = {
-    'upsampler_rrdbnet.safetensors': 'demo_model_1_upsampler_RRDBNet',
-    'denoiser_resshift.safetensors': 'demo_model_2_denoiser_ResShift',
-    'noise_predictor_lpnsr.safetensors': 'demo_model_3_noise_predictor_LPNSR',
+    'upsampler_rrdbnet.safetensors': 'demo_model_1b_upsampler_RRDBNet',
+    'denoiser_resshift.safetensors': 'demo_model_2b_denoiser_ResShift',
+    'noise_predictor_lpnsr.safetensors': 'demo_model_3c_noise_predictor_LPNSR',
 }
 
 

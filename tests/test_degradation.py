@@ -185,3 +185,23 @@ def test_bicubic_prob_mixes_in_clean_bicubic_downscales():
     assert (never(gt, kernel, kernel, kernel) - clean).abs().max() > 0.01
     with pytest.raises(ValueError, match='bicubic_prob'):
         SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, bicubic_prob=2), scale=4)
+
+
+@pytest.mark.parametrize('prob, expected_calls', [(0.0, (0, 0)), (0.5, (5, 15)), (1.0, (20, 20))])
+def test_second_order_prob_gates_the_second_round(monkeypatch, prob, expected_calls):
+    import numpy as np
+
+    from lpnsr_arch.data.degradation import REALESRGAN_X4PLUS_DEGRADATION, SecondOrderDegradation
+    degradation = SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, second_order_prob=prob), scale=4)
+    calls = []
+    original = degradation._second_round
+    monkeypatch.setattr(degradation, '_second_round', lambda *args: calls.append(1) or original(*args))
+    gt = torch.rand(1, 3, 96, 96)
+    kernel = torch.zeros(1, 21, 21)
+    kernel[:, 10, 10] = 1
+    np.random.seed(0)
+    for _ in range(20):
+        assert degradation(gt, kernel, kernel, kernel).shape == (1, 3, 24, 24)
+    assert expected_calls[0] <= len(calls) <= expected_calls[1]
+    with pytest.raises(ValueError, match='second_order_prob'):
+        SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, second_order_prob=-0.1), scale=4)

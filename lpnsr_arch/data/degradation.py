@@ -99,7 +99,9 @@ class SecondOrderDegradation(torch.nn.Module):
         opt: options holding every key of :data:`DEGRADATION_KEYS` (extra keys are ignored), and optionally
             ``bicubic_prob``: the probability, per image, that the LR is instead the clean bicubic (antialiased)
             downscale of the GT, so that one model serves both real-world and bicubic inputs (default 0: as
-            Real-ESRGAN).
+            Real-ESRGAN); and ``second_order_prob``: the probability, per batch, of the second round of blur, resize
+            and noise (ResShift's and LPNSR's recipes use 0.5; default 1: always, as Real-ESRGAN). The final resize,
+            sinc filter and JPEG are always applied.
         scale: super-resolution factor; the LR image is ``H // scale`` x ``W // scale``.
     """
 
@@ -112,6 +114,10 @@ class SecondOrderDegradation(torch.nn.Module):
         self.bicubic_prob = float(opt.get('bicubic_prob', 0.0))
         if not 0 <= self.bicubic_prob <= 1:
             raise ValueError(f"degradation option 'bicubic_prob' must be a probability in [0, 1], got {self.bicubic_prob}")
+        self.second_order_prob = float(opt.get('second_order_prob', 1.0))
+        if not 0 <= self.second_order_prob <= 1:
+            raise ValueError("degradation option 'second_order_prob' must be a probability in [0, 1], "
+                             f'got {self.second_order_prob}')
         self.jpeger = DiffJPEG(differentiable=False)
 
     def min_gt_size(self) -> int:
@@ -128,6 +134,17 @@ class SecondOrderDegradation(torch.nn.Module):
     def _resize_back_and_sinc(self, img: torch.Tensor, size: Tuple[int, int], sinc_kernel: torch.Tensor) -> torch.Tensor:
         img = F.interpolate(img, size=size, mode=_random_resize_mode())
         return filter2D(img, sinc_kernel)
+
+    def _second_round(self, img: torch.Tensor, kernel2: torch.Tensor, gt_size: Tuple[int, int]) -> torch.Tensor:
+        """The second blur (``second_blur_prob``), resize (relative to the LR size) and noise."""
+        s = self.settings
+        if np.random.uniform() < s['second_blur_prob']:
+            img = filter2D(img, kernel2)
+        factor = _random_resize_factor(s['resize_prob2'], s['resize_range2'])
+        second_size = (int(gt_size[0] / self.scale * factor), int(gt_size[1] / self.scale * factor))
+        img = F.interpolate(img, size=second_size, mode=_random_resize_mode())
+        return _add_random_noise(img, gaussian_prob=s['gaussian_noise_prob2'], sigma_range=s['noise_range2'],
+                                 poisson_scale_range=s['poisson_scale_range2'], gray_prob=s['gray_noise_prob2'])
 
     @torch.no_grad()
     def forward(self, gt: torch.Tensor, kernel1: torch.Tensor, kernel2: torch.Tensor,
@@ -158,13 +175,9 @@ class SecondOrderDegradation(torch.nn.Module):
                                     poisson_scale_range=s['poisson_scale_range'], gray_prob=s['gray_noise_prob'])
             out = self._jpeg(out, s['jpeg_range'])
 
-            if np.random.uniform() < s['second_blur_prob']:
-                out = filter2D(out, kernel2)
-            factor = _random_resize_factor(s['resize_prob2'], s['resize_range2'])
-            second_size = (int(height / self.scale * factor), int(width / self.scale * factor))
-            out = F.interpolate(out, size=second_size, mode=_random_resize_mode())
-            out = _add_random_noise(out, gaussian_prob=s['gaussian_noise_prob2'], sigma_range=s['noise_range2'],
-                                    poisson_scale_range=s['poisson_scale_range2'], gray_prob=s['gray_noise_prob2'])
+            # no draw when the second round is certain, so the default keeps Real-ESRGAN's random stream
+            if self.second_order_prob >= 1 or np.random.uniform() < self.second_order_prob:
+                out = self._second_round(out, kernel2, (height, width))
 
             # [resize back + sinc] and JPEG in a random order (the other orders make twisted lines)
             lq_size = (height // self.scale, width // self.scale)
