@@ -100,7 +100,7 @@ class SecondOrderDegradation(torch.nn.Module):
             ``bicubic_prob``: the probability, per image, that the LR is instead the clean bicubic (antialiased)
             downscale of the GT, so that one model serves both real-world and bicubic inputs (default 0: as
             Real-ESRGAN); and ``second_order_prob``: the probability, per batch, of the second round of blur, resize
-            and noise (ResShift's and LPNSR's recipes use 0.5; default 1: always, as Real-ESRGAN). The final resize,
+            and noise (ResShift's realsr recipe uses 0.5; default 1: always, as Real-ESRGAN). The final resize,
             sinc filter and JPEG are always applied.
         scale: super-resolution factor; the LR image is ``H // scale`` x ``W // scale``.
     """
