@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 DEMO_STAGES: Dict[str, str] = {
     'upsampler_rrdbnet.safetensors': 'demo_model_1b_upsampler_RRDBNet',
     'denoiser_resshift.safetensors': 'demo_model_2b_denoiser_ResShift',
-    'noise_predictor_lpnsr.safetensors': 'demo_model_3c_noise_predictor_LPNSR',
+    'noise_predictor_lpnsr.safetensors': 'demo_model_3d_noise_predictor_LPNSR',
 }
 
 
