@@ -1,7 +1,7 @@
 """Export the demonstration model's EMA weights from ``experiments/`` to ``weights/demo/*.safetensors``.
 
 Run by ``scripts/train_demo_model.sh`` after the stages of ``options/demo_model/`` have trained (the later phases of
-a stage, ``NNb``/``NNc``, continue its first; each stage's last phase is the run exported)::
+a stage, ``NNb``, ``NNc``, ..., continue the one before; each stage's last phase is the run exported)::
 
     python -m lpnsr_arch.export_demo --out weights/demo
 """
