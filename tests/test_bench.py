@@ -66,6 +66,18 @@ def test_quality_table(dataset, options_file, tmp_path):
     saved = json.loads((tmp_path / 'quality.json').read_text())
     assert len(saved['rows']) == 2 and saved['rows'][0]['niqe'] is None
     assert (tmp_path / 'quality.csv').read_text().startswith('method,dataset')
+    per_image = json.loads((tmp_path / 'quality_per_image.json').read_text())['rows']
+    assert [(row['method'], row['image']) for row in per_image] == [('bicubic', 'a_smallx4'), ('lpnsr-tiny', 'a_smallx4')]
+    assert per_image[0]['psnr_y'] == pytest.approx(bicubic['psnr_y'])
+
+
+def test_quality_summary_mean_and_median():
+    scores = [{'psnr_y': p, 'ssim_y': 0.5, 'niqe': n, 'seconds': 1.0}
+              for p, n in [(20.0, 5.0), (22.0, 6.0), (24.0, 30.0), (26.0, math.nan)]]
+    row = quality.summarise('m', 'd', scores)
+    assert row['images'] == 4 and row['psnr_y'] == pytest.approx(23.0) and row['seconds_per_image'] == 1.0
+    assert row['niqe_images'] == 3 and row['niqe'] == pytest.approx(41 / 3)  # the outlier moves the mean
+    assert row['niqe_median'] == pytest.approx(6.0)  # but not the median
 
 
 def test_consistency_separates_seeds(dataset, options_file, tmp_path):

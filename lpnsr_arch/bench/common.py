@@ -249,8 +249,10 @@ def _cell(value: object) -> str:
     return '' if value is None else str(value)
 
 
-def report(table: Table, out_dir: Optional[Path], stem: str, meta: Optional[Mapping[str, object]] = None) -> None:
-    """Print ``table`` as aligned text and, with ``out_dir``, write ``<stem>.csv`` and ``<stem>.json``."""
+def report(table: Table, out_dir: Optional[Path], stem: str, meta: Optional[Mapping[str, object]] = None, *,
+           echo: bool = True) -> None:
+    """Print ``table`` as aligned text (unless ``echo`` is false) and, with ``out_dir``, write ``<stem>.csv`` and
+    ``<stem>.json``."""
     columns: List[str] = []
     for row in table.rows:
         columns.extend(key for key in row if key not in columns)
@@ -259,7 +261,8 @@ def report(table: Table, out_dir: Optional[Path], stem: str, meta: Optional[Mapp
     lines = [table.title, '  '.join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ['  '.join(c.ljust(w) for c, w in zip(line, widths)) for line in cells]
     lines += [f'note: {note}' for note in table.notes]
-    print('\n'.join(lines))
+    if echo:
+        print('\n'.join(lines))
     if out_dir is None:
         return
     out_dir.mkdir(parents=True, exist_ok=True)

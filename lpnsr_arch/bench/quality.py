@@ -22,7 +22,7 @@ from lpnsr_arch.bench.common import (Method, Table, build_method, load_pairs, lp
                                      parse_method, psnr_ssim_y, read_gt, report, resolve_device, to_bgr255)
 from lpnsr_arch.imageio import read_image
 
-__all__ = ['evaluate', 'main']
+__all__ = ['score_images', 'summarise', 'evaluate', 'main']
 
 logger = logging.getLogger('lpnsr_arch.bench')
 
@@ -32,27 +32,44 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def evaluate(method: Method, dataset: str, pairs, *, seed: int, crop_border: int) -> Dict[str, object]:
-    """One row: the method's mean metrics over ``pairs`` (NaN where a metric does not apply)."""
-    psnrs: List[float] = []
-    ssims: List[float] = []
-    niqes: List[float] = []
-    started = time.perf_counter()
+def score_images(method: Method, pairs, *, seed: int, crop_border: int) -> List[Dict[str, object]]:
+    """One row per image: ``image``, ``psnr_y``/``ssim_y`` (NaN without a GT), ``niqe`` (NaN where undefined) and
+    ``seconds`` (the method's upscale plus the metrics)."""
+    rows: List[Dict[str, object]] = []
     for pair in pairs:
+        started = time.perf_counter()
         lr01, _ = read_image(pair.lq)
         sr01 = method.upscale(lr01, seed)
         sr_bgr = to_bgr255(sr01)
+        psnr = ssim = math.nan
         if pair.gt is not None:
             psnr, ssim = psnr_ssim_y(sr_bgr, read_gt(pair.gt, sr01.shape), crop_border)
-            psnrs.append(psnr)
-            ssims.append(ssim)
-        niqes.append(niqe_y(sr_bgr, crop_border))
-    seconds = time.perf_counter() - started
+        rows.append({'image': pair.name, 'psnr_y': psnr, 'ssim_y': ssim, 'niqe': niqe_y(sr_bgr, crop_border),
+                     'seconds': time.perf_counter() - started})
+    return rows
+
+
+def summarise(method_name: str, dataset: str, per_image: Sequence[Dict[str, object]]) -> Dict[str, object]:
+    """The table row of one method on one dataset: means over images (NaNs left out), and the NIQE median.
+
+    NIQE of an image with few 96-px blocks is unstable (a 256 x 256 image has four), so one image can move the mean
+    of a five-image set by several points; the median and the per-image file show when that happens.
+    """
+    niqes = [float(row['niqe']) for row in per_image]
+    finite_niqes = [v for v in niqes if not math.isnan(v)]
     return {
-        'method': method.name, 'dataset': dataset, 'images': len(pairs), 'psnr_y': _mean(psnrs),
-        'ssim_y': _mean(ssims), 'niqe': _mean(niqes), 'niqe_images': sum(not math.isnan(v) for v in niqes),
-        'seconds_per_image': seconds / len(pairs)
+        'method': method_name, 'dataset': dataset, 'images': len(per_image),
+        'psnr_y': _mean([float(row['psnr_y']) for row in per_image]),
+        'ssim_y': _mean([float(row['ssim_y']) for row in per_image]),
+        'niqe': _mean(niqes), 'niqe_median': float(np.median(finite_niqes)) if finite_niqes else math.nan,
+        'niqe_images': len(finite_niqes),
+        'seconds_per_image': sum(float(row['seconds']) for row in per_image) / max(len(per_image), 1)
     }
+
+
+def evaluate(method: Method, dataset: str, pairs, *, seed: int, crop_border: int) -> Dict[str, object]:
+    """One row: the method's mean metrics over ``pairs`` (NaN where a metric does not apply)."""
+    return summarise(method.name, dataset, score_images(method, pairs, seed=seed, crop_border=crop_border))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--tile', type=int, default=None, help='LPNSR tile override (0: off)')
     parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
     parser.add_argument('--device', default='auto')
-    parser.add_argument('--out', type=Path, default=None, help='folder for quality.csv / quality.json')
+    parser.add_argument('--out', type=Path, default=None,
+                        help='folder for quality.csv / .json and quality_per_image.csv / .json')
     return parser
 
 
@@ -79,13 +97,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
     datasets = [parse_dataset(text) for text in args.dataset]
     table = Table(title=f'quality (Y channel, crop {args.crop_border}, seed {args.seed}, {args.precision}, {device})',
                   notes=[lpips_note()])
+    per_image = Table(title=f'{table.title}, per image')
     for spec in (parse_method(text) for text in args.method):
         method = build_method(spec, device=device, noise=args.noise, tile=args.tile, precision=args.precision)
         for name, gt_dir, lq_dir in datasets:
             pairs = load_pairs(gt_dir, lq_dir, args.limit)
             logger.info(f'{method.name} on {name}: {len(pairs)} images')
-            table.rows.append(evaluate(method, name, pairs, seed=args.seed, crop_border=args.crop_border))
+            scores = score_images(method, pairs, seed=args.seed, crop_border=args.crop_border)
+            table.rows.append(summarise(method.name, name, scores))
+            per_image.rows += [{'method': method.name, 'dataset': name, **row} for row in scores]
     report(table, args.out, 'quality', meta=vars(args))
+    if args.out is not None:
+        report(per_image, args.out, 'quality_per_image', meta=vars(args), echo=False)
     return table
 
 
