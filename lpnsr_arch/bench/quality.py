@@ -55,13 +55,12 @@ def summarise(method_name: str, dataset: str, per_image: Sequence[Dict[str, obje
     NIQE of an image with few 96-px blocks is unstable (a 256 x 256 image has four), so one image can move the mean
     of a five-image set by several points; the median and the per-image file show when that happens.
     """
-    niqes = [float(row['niqe']) for row in per_image]
-    finite_niqes = [v for v in niqes if not math.isnan(v)]
+    finite_niqes = [float(row['niqe']) for row in per_image if not math.isnan(float(row['niqe']))]
     return {
         'method': method_name, 'dataset': dataset, 'images': len(per_image),
         'psnr_y': _mean([float(row['psnr_y']) for row in per_image]),
         'ssim_y': _mean([float(row['ssim_y']) for row in per_image]),
-        'niqe': _mean(niqes), 'niqe_median': float(np.median(finite_niqes)) if finite_niqes else math.nan,
+        'niqe': _mean(finite_niqes), 'niqe_median': float(np.median(finite_niqes)) if finite_niqes else math.nan,
         'niqe_images': len(finite_niqes),
         'seconds_per_image': sum(float(row['seconds']) for row in per_image) / max(len(per_image), 1)
     }
