@@ -54,7 +54,7 @@ def degrade_with_seed(seed: int, hr_folder: Path) -> torch.Tensor:
     dataset = LPNSRRealESRGANDataset(dataset_opt(str(hr_folder)))
     gt = torch.stack([dataset[i]['gt'] for i in range(2)])
     degradation = SecondOrderDegradation(opt=REALESRGAN_X4PLUS_DEGRADATION, scale=4)
-    return degradation(gt, **kernel_batch(dataset, 2))
+    return degradation(gt, **kernel_batch(dataset, 2))[0]
 
 
 def test_degradation_shapes_range_and_quantisation(hr_folder: Path) -> None:
@@ -77,7 +77,8 @@ def test_degradation_is_autocast_clean() -> None:
     pulse = torch.zeros(1, 21, 21)
     pulse[:, 10, 10] = 1
     with torch.autocast(device_type='cpu', dtype=torch.bfloat16):
-        lq = degradation(torch.rand(1, 3, 80, 80), pulse, pulse, pulse)
+        lq, clean = degradation(torch.rand(1, 3, 80, 80), pulse, pulse, pulse)
+    assert clean.tolist() == [False]
     assert lq.dtype == torch.float32 and lq.shape == (1, 3, 20, 20)
 
 
@@ -115,8 +116,8 @@ def test_degrade_batch_crops_a_pair(hr_folder: Path) -> None:
     dataset = LPNSRRealESRGANDataset(dataset_opt(str(hr_folder)))
     batch = {'gt': torch.stack([dataset[i]['gt'] for i in range(2)]), **kernel_batch(dataset, 2)}
     degradation = SecondOrderDegradation(opt=REALESRGAN_X4PLUS_DEGRADATION, scale=4)
-    lq, gt = degrade_batch(degradation, batch, torch.device('cpu'), gt_size=64, usm_sharpener=USMSharp())
-    assert lq.shape == (2, 3, 16, 16) and gt.shape == (2, 3, 64, 64)
+    lq, gt, clean = degrade_batch(degradation, batch, torch.device('cpu'), gt_size=64, usm_sharpener=USMSharp())
+    assert lq.shape == (2, 3, 16, 16) and gt.shape == (2, 3, 64, 64) and clean.shape == (2, )
     assert 0 <= gt.min() and gt.max() <= 1
     with pytest.raises(KeyError, match='kernel1'):
         degrade_batch(degradation, {'gt': batch['gt']}, torch.device('cpu'), gt_size=64)
@@ -179,10 +180,18 @@ def test_bicubic_prob_mixes_in_clean_bicubic_downscales():
     clean = (F.interpolate(gt, size=(24, 24), mode='bicubic', antialias=True) * 255).round().clamp(0, 255) / 255
     always = SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, bicubic_prob=1.0), scale=4)
     np.random.seed(0)
-    torch.testing.assert_close(always(gt, kernel, kernel, kernel), clean)
+    lq, picked = always(gt, kernel, kernel, kernel)
+    torch.testing.assert_close(lq, clean)
+    assert picked.all()
     never = SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION), scale=4)
     np.random.seed(0)
-    assert (never(gt, kernel, kernel, kernel) - clean).abs().max() > 0.01
+    lq, picked = never(gt, kernel, kernel, kernel)
+    assert (lq - clean).abs().max() > 0.01 and not picked.any()
+    half = SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, bicubic_prob=0.5), scale=4)
+    np.random.seed(0)
+    lq, picked = half(gt, kernel, kernel, kernel)
+    assert 0 < int(picked.sum()) < 6  # the mask names exactly the images that are the clean downscale
+    assert ((lq - clean).flatten(1).abs().amax(dim=1) < 1e-6).tolist() == picked.tolist()
     with pytest.raises(ValueError, match='bicubic_prob'):
         SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, bicubic_prob=2), scale=4)
 
@@ -201,7 +210,7 @@ def test_second_order_prob_gates_the_second_round(monkeypatch, prob, expected_ca
     kernel[:, 10, 10] = 1
     np.random.seed(0)
     for _ in range(20):
-        assert degradation(gt, kernel, kernel, kernel).shape == (1, 3, 24, 24)
+        assert degradation(gt, kernel, kernel, kernel)[0].shape == (1, 3, 24, 24)
     assert expected_calls[0] <= len(calls) <= expected_calls[1]
     with pytest.raises(ValueError, match='second_order_prob'):
         SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, second_order_prob=-0.1), scale=4)

@@ -55,6 +55,9 @@ def make_opt(root: Path, *, with_d: bool = True, **train_overrides) -> Dict:
     return opt
 
 
+ALL_ROWS = torch.ones(2, dtype=torch.bool)
+
+
 def fixed_batch(num: int = 2, gt_size: int = 32) -> Dict[str, torch.Tensor]:
     """GT crops of skimage's chelsea in [0, 1] and their bicubic x4 downscales."""
     return photo_batch('chelsea', num=num, gt_size=gt_size, row_step=50, cols=(150, 278))
@@ -74,7 +77,7 @@ def fixed_pixel_loss(model: LPNSRModel, batch: Dict[str, torch.Tensor]) -> float
     for seed in range(3):
         torch.manual_seed(seed)
         with torch.no_grad():
-            values.append(float(model.generator_losses(batch['lq'], batch['gt'], use_gan=False)['l_pix']))
+            values.append(float(model.generator_losses(batch['lq'], batch['gt'], ALL_ROWS, use_gan=False)['l_pix']))
     return float(np.mean(values))
 
 
@@ -103,7 +106,7 @@ def test_generator_and_discriminator_iterations_alternate(tmp_path):
 def test_gradient_reaches_the_noise_predictor_through_the_frozen_denoiser(tmp_path):
     model = LPNSRModel(make_opt(tmp_path, with_d=False))
     batch = fixed_batch()
-    loss = model.generator_losses(batch['lq'], batch['gt'], use_gan=False)['l_pix']
+    loss = model.generator_losses(batch['lq'], batch['gt'], ALL_ROWS, use_gan=False)['l_pix']
     loss.backward()
     grads = [p.grad for p in model.net_g.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
@@ -132,6 +135,39 @@ def test_pixel_space_gan_runs(tmp_path):
     assert set(model.log_dict) == {'l_d'} and np.isfinite(model.log_dict['l_d'])
     model.optimize_parameters(3)
     assert set(model.log_dict) == {'l_pix', 'l_g_gan', 'l_d'}
+
+
+def test_gan_samples_clean_limits_both_gan_terms_to_the_clean_rows(tmp_path):
+    from lpnsr_arch.models.lpnsr_model import gan_loss_on_rows
+
+    def row_mean(logits, target_is_real, is_disc):
+        return logits.mean() * (1 if target_is_real else -1)
+
+    logits = torch.arange(6.0, requires_grad=True).view(3, 2)
+    on_rows = gan_loss_on_rows(row_mean, logits, torch.tensor([False, True, True]), target_is_real=True, is_disc=True)
+    assert float(on_rows) == 3.5
+    assert float(gan_loss_on_rows(row_mean, logits, None, target_is_real=False, is_disc=True)) == -2.5
+    empty = gan_loss_on_rows(row_mean, logits, torch.zeros(3, dtype=torch.bool), target_is_real=True, is_disc=True)
+    assert float(empty) == 0 and empty.requires_grad
+
+    opt = make_opt(tmp_path, gan_space='pixel', gan_start_iter=0, gan_samples='clean')
+    opt['network_d']['in_channels'] = 3
+    model = LPNSRModel(opt)
+    batch = fixed_batch()
+    for clean in ([True, False], [False, False]):
+        mask = torch.tensor(clean)
+        d_terms = model.discriminator_losses(batch['lq'], batch['gt'], mask)
+        g_terms = model.generator_losses(batch['lq'], batch['gt'], mask, use_gan=True)
+        assert set(g_terms) == {'l_pix', 'l_g_gan'} and torch.isfinite(d_terms['l_d'])
+    # with no clean row both GAN terms are exactly zero (the micro-batch still back-propagates)
+    assert float(d_terms['l_d']) == 0 and float(g_terms['l_g_gan']) == 0
+    g_terms['l_g_gan'].backward()
+    # the same rows with the default (all): the terms differ from the clean-only ones
+    model.gan_samples = 'all'
+    assert float(model.generator_losses(batch['lq'], batch['gt'], torch.tensor([False, False]),
+                                        use_gan=True)['l_g_gan']) != 0
+    with pytest.raises(ValueError, match='gan_samples'):
+        LPNSRModel(make_opt(tmp_path, gan_samples='degraded'))
 
 
 def test_resume_restores_both_optimizers_scalers_and_ema(tmp_path):

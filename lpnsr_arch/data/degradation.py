@@ -148,7 +148,7 @@ class SecondOrderDegradation(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, gt: torch.Tensor, kernel1: torch.Tensor, kernel2: torch.Tensor,
-                sinc_kernel: torch.Tensor) -> torch.Tensor:
+                sinc_kernel: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Degrade a batch.
 
         Args:
@@ -156,7 +156,8 @@ class SecondOrderDegradation(torch.nn.Module):
             kernel1, kernel2, sinc_kernel: (B,21,21) blur kernels as produced by RealESRGANDataset.
 
         Returns:
-            lq: (B,3,H//scale,W//scale) in [0,1], float32, quantised to multiples of 1/255.
+            ``(lq, clean)``: lq (B,3,H//scale,W//scale) in [0,1], float32, quantised to multiples of 1/255; clean (B,)
+            bool, True where the LR is the plain bicubic downscale (``bicubic_prob``).
         """
         if gt.dim() != 4 or gt.size(1) != 3:
             raise ValueError(f'gt must be (B,3,H,W), got shape {tuple(gt.shape)}')
@@ -185,16 +186,18 @@ class SecondOrderDegradation(torch.nn.Module):
                 out = self._jpeg(self._resize_back_and_sinc(out, lq_size, sinc_kernel), s['jpeg_range2'])
             else:
                 out = self._resize_back_and_sinc(self._jpeg(out, s['jpeg_range2']), lq_size, sinc_kernel)
+            pick = torch.zeros(gt.size(0), dtype=torch.bool, device=gt.device)
             if self.bicubic_prob > 0:
                 clean = F.interpolate(gt.float(), size=lq_size, mode='bicubic', antialias=True)
                 pick = torch.from_numpy(np.random.uniform(size=gt.size(0)) < self.bicubic_prob).to(gt.device)
                 out = torch.where(pick[:, None, None, None], clean, out)
-            return (torch.clamp((out * 255.0).round(), 0, 255) / 255.0).contiguous()
+            return (torch.clamp((out * 255.0).round(), 0, 255) / 255.0).contiguous(), pick
 
 
 @torch.no_grad()
 def degrade_batch(degradation: SecondOrderDegradation, data: Dict[str, torch.Tensor], device: torch.device, *,
-                  gt_size: int, usm_sharpener: Optional[USMSharp] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                  gt_size: int, usm_sharpener: Optional[USMSharp] = None
+                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Turn a RealESRGANDataset batch into a training pair on ``device``.
 
     Args:
@@ -206,7 +209,8 @@ def degrade_batch(degradation: SecondOrderDegradation, data: Dict[str, torch.Ten
             GT, as Real-ESRGAN does with ``l1_gt_usm``).
 
     Returns:
-        ``(lq, gt)``: (B,3,gt_size/scale,gt_size/scale) and (B,3,gt_size,gt_size), both in [0,1].
+        ``(lq, gt, clean)``: (B,3,gt_size/scale,gt_size/scale) and (B,3,gt_size,gt_size), both in [0,1], and the (B,)
+        bool mask of the pairs whose LR is the clean bicubic downscale.
     """
     for key in ('gt', 'kernel1', 'kernel2', 'sinc_kernel'):
         if key not in data:
@@ -214,6 +218,6 @@ def degrade_batch(degradation: SecondOrderDegradation, data: Dict[str, torch.Ten
     gt = data['gt'].to(device)
     if usm_sharpener is not None:
         gt = usm_sharpener(gt)
-    lq = degradation(gt, data['kernel1'].to(device), data['kernel2'].to(device), data['sinc_kernel'].to(device))
+    lq, clean = degradation(gt, data['kernel1'].to(device), data['kernel2'].to(device), data['sinc_kernel'].to(device))
     gt, lq = paired_random_crop(gt, lq, gt_size, degradation.scale)
-    return lq.contiguous(), gt.contiguous()
+    return lq.contiguous(), gt.contiguous(), clean

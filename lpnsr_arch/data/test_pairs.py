@@ -69,7 +69,7 @@ def realesrgan_lq(gt_bgr01: np.ndarray, *, degradation: SecondOrderDegradation,
                   kernels: Dict[str, torch.Tensor]) -> np.ndarray:
     """Second-order degradation of a (H,W,3) BGR [0,1] image; returns (H/s,W/s,3) BGR uint8."""
     gt = img2tensor(gt_bgr01, bgr2rgb=True, float32=True).unsqueeze(0)
-    lq = degradation(gt, kernels['kernel1'][None], kernels['kernel2'][None], kernels['sinc_kernel'][None])
+    lq, _ = degradation(gt, kernels['kernel1'][None], kernels['kernel2'][None], kernels['sinc_kernel'][None])
     return tensor2img(lq, rgb2bgr=True, min_max=(0, 1))
 
 

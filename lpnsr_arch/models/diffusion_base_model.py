@@ -362,13 +362,16 @@ class DiffusionSRModel(SRModel):
     # ------------------------------------------------------------------------------------------ data and encoding
     def feed_data(self, data: Dict) -> None:
         """``lq`` (B,3,h,w) and ``gt`` (B,3,sh,sw) in [0, 1]: from a paired batch, or synthesised on ``self.device``
-        by the Real-ESRGAN second-order degradation when the batch carries ``kernel1`` (training only)."""
+        by the Real-ESRGAN second-order degradation when the batch carries ``kernel1`` (training only). ``clean``:
+        (B,) bool, True where a synthesised LR is the plain bicubic downscale (``bicubic_prob``); None for a paired
+        batch."""
         if self.is_train and 'kernel1' in data:
             from lpnsr_arch.data.degradation import degrade_batch
-            self.lq, self.gt = degrade_batch(
+            self.lq, self.gt, self.clean = degrade_batch(
                 self._degradation(), data, self.device, gt_size=self._train_gt_size(), usm_sharpener=None)
             return
         super().feed_data(data)
+        self.clean = None  # a paired batch: whether its LR is a clean downscale is not known
 
     def _degradation(self):
         if getattr(self, '_second_order_degradation', None) is None:

@@ -10,12 +10,17 @@ Alternation (as the official trainer): when the GAN is active, iterations with `
 update only ``net_d`` (``l_d = (relu(1 - D(real)).mean() + relu(1 + D(fake)).mean()) / 2``), the others only
 ``net_g``. Before ``gan_start_iter`` every iteration updates ``net_g`` (the official epoch-1 even steps, which compute
 the generator loss and throw it away, are not reproduced).
+
+``train.gan_samples: clean`` (default ``all``) restricts both GAN terms to the pairs whose LR is the plain bicubic
+downscale (``bicubic_prob`` of the synthetic degradation): the degraded pairs then train on ``l_pix``/``l_lpips``
+only, so the adversarial texture is learnt where the LR holds the detail and not invented over heavy degradations.
+A micro-batch without such a pair contributes zero GAN loss. An addition of this project, not of the paper.
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -30,6 +35,18 @@ from lpnsr_arch.models.diffusion_base_model import DiffusionSRModel, build_optim
 __all__ = ['LPNSRModel']
 
 GAN_SPACES = ('latent', 'pixel')
+GAN_SAMPLES = ('all', 'clean')
+
+
+def gan_loss_on_rows(criterion: Callable[..., Tensor], logits: Tensor, keep: Optional[Tensor], *,
+                     target_is_real: bool, is_disc: bool) -> Tensor:
+    """``criterion`` (BasicSR ``GANLoss``) on the rows of ``logits`` (B, ...) where ``keep`` (B,) bool is True, or on
+    all rows when ``keep`` is None. With no row kept the term is a zero that still back-propagates (to nothing)."""
+    if keep is not None:
+        if not bool(keep.any()):
+            return logits.sum() * 0
+        logits = logits[keep]
+    return criterion(logits, target_is_real, is_disc=is_disc)
 
 
 @MODEL_REGISTRY.register()
@@ -46,7 +63,7 @@ class LPNSRModel(DiffusionSRModel):
     OPTIONAL_NETWORKS = DiffusionSRModel.OPTIONAL_NETWORKS + ('network_d', )
     FROZEN_NETWORKS = DiffusionSRModel.FROZEN_NETWORKS + ('network_unet', )
     TRAIN_KEYS = DiffusionSRModel.TRAIN_KEYS | {
-        'pixel_opt', 'gan_opt', 'optim_d', 'gan_space', 'gan_start_iter', 'disc_update_freq'
+        'pixel_opt', 'gan_opt', 'optim_d', 'gan_space', 'gan_start_iter', 'disc_update_freq', 'gan_samples'
     }
 
     def build_extra_frozen_networks(self) -> None:
@@ -68,6 +85,9 @@ class LPNSRModel(DiffusionSRModel):
         self.gan_space = train_opt.get('gan_space', 'latent')
         if self.gan_space not in GAN_SPACES:
             raise ValueError(f'train.gan_space must be one of {GAN_SPACES}, got {self.gan_space!r}')
+        self.gan_samples = train_opt.get('gan_samples', 'all')
+        if self.gan_samples not in GAN_SAMPLES:
+            raise ValueError(f'train.gan_samples must be one of {GAN_SAMPLES}, got {self.gan_samples!r}')
         self.gan_start_iter = int(train_opt.get('gan_start_iter', 0))
         self.disc_update_freq = int(train_opt.get('disc_update_freq', 2))
         if self.disc_update_freq < 2:
@@ -111,8 +131,19 @@ class LPNSRModel(DiffusionSRModel):
     def _discriminator_input(self, latent: Tensor, image01: Tensor) -> Tensor:
         return latent if self.gan_space == 'latent' else image01 * 2 - 1
 
-    def generator_losses(self, lq: Tensor, gt: Tensor, use_gan: bool) -> 'OrderedDict[str, Tensor]':
-        """Weighted loss terms of one micro-batch for ``net_g``: ``lq`` (b,3,h,w), ``gt`` (b,3,sh,sw) in [0, 1]."""
+    def _gan_rows(self, clean: Tensor) -> Optional[Tensor]:
+        """The rows the GAN terms see: ``clean`` (b,) bool under ``gan_samples: clean``, else None (all)."""
+        return clean if self.gan_samples == 'clean' else None
+
+    def _batch_with_mask(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(lq, gt, clean)`` for :meth:`accumulate_gradients`; ``clean`` is all True for a paired batch."""
+        clean = self.clean if self.clean is not None else torch.ones(
+            self.lq.size(0), dtype=torch.bool, device=self.lq.device)
+        return self.lq, self.gt, clean
+
+    def generator_losses(self, lq: Tensor, gt: Tensor, clean: Tensor, use_gan: bool) -> 'OrderedDict[str, Tensor]':
+        """Weighted loss terms of one micro-batch for ``net_g``: ``lq`` (b,3,h,w), ``gt`` (b,3,sh,sw) in [0, 1],
+        ``clean`` (b,) bool (see ``train.gan_samples``)."""
         final = self.run_chain(lq)
         pred01 = self.decode(final) * 0.5 + 0.5
         terms: 'OrderedDict[str, Tensor]' = OrderedDict()
@@ -122,10 +153,11 @@ class LPNSRModel(DiffusionSRModel):
             terms['l_lpips'] = self.cri_perceptual(pred01, gt)
         if use_gan:
             fake_logits = self.net_d(self._discriminator_input(final, pred01))
-            terms['l_g_gan'] = self.cri_gan(fake_logits, True, is_disc=False)
+            terms['l_g_gan'] = gan_loss_on_rows(self.cri_gan, fake_logits, self._gan_rows(clean), target_is_real=True,
+                                                is_disc=False)
         return terms
 
-    def discriminator_losses(self, lq: Tensor, gt: Tensor) -> 'OrderedDict[str, Tensor]':
+    def discriminator_losses(self, lq: Tensor, gt: Tensor, clean: Tensor) -> 'OrderedDict[str, Tensor]':
         """The hinge loss of ``net_d`` on one micro-batch (real: ``encode(gt)`` or ``gt``; fake: the chain's output)."""
         with torch.no_grad():
             final = self.run_chain(lq)
@@ -133,8 +165,9 @@ class LPNSRModel(DiffusionSRModel):
                 real, fake = self.encode_target(gt), final
             else:
                 real, fake = gt * 2 - 1, self.decode(final)
-        l_d_real = self.cri_gan(self.net_d(real), True, is_disc=True)
-        l_d_fake = self.cri_gan(self.net_d(fake), False, is_disc=True)
+        rows = self._gan_rows(clean)
+        l_d_real = gan_loss_on_rows(self.cri_gan, self.net_d(real), rows, target_is_real=True, is_disc=True)
+        l_d_fake = gan_loss_on_rows(self.cri_gan, self.net_d(fake), rows, target_is_real=False, is_disc=True)
         return OrderedDict(l_d=(l_d_real + l_d_fake) / 2)
 
     def optimize_parameters(self, current_iter: int) -> None:
@@ -153,10 +186,10 @@ class LPNSRModel(DiffusionSRModel):
         self.optimizer_g.zero_grad(set_to_none=True)
         scaler = self.grad_scalers['g']
 
-        def losses(lq: Tensor, gt: Tensor) -> 'OrderedDict[str, Tensor]':
-            return self.generator_losses(lq, gt, use_gan)
+        def losses(lq: Tensor, gt: Tensor, clean: Tensor) -> 'OrderedDict[str, Tensor]':
+            return self.generator_losses(lq, gt, clean, use_gan)
 
-        terms = self.accumulate_gradients((self.lq, self.gt), losses, scaler, current_iter)
+        terms = self.accumulate_gradients(self._batch_with_mask(), losses, scaler, current_iter)
         if terms is None:
             self.skip_step(self.optimizer_g)
             self.last_g_log = OrderedDict(skipped_steps=float(self.num_skipped_steps))
@@ -169,7 +202,7 @@ class LPNSRModel(DiffusionSRModel):
         self.net_d.requires_grad_(True)
         self.optimizer_d.zero_grad(set_to_none=True)
         scaler = self.grad_scalers['d']
-        terms = self.accumulate_gradients((self.lq, self.gt), self.discriminator_losses, scaler, current_iter)
+        terms = self.accumulate_gradients(self._batch_with_mask(), self.discriminator_losses, scaler, current_iter)
         if terms is None:
             self.skip_step(self.optimizer_d)
             self.last_d_log = OrderedDict(skipped_steps=float(self.num_skipped_steps))

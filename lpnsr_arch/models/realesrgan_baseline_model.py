@@ -83,7 +83,7 @@ class SyntheticPairMixin:
         if all(key in data for key in _KERNEL_KEYS):
             if not self.is_train:
                 raise ValueError('a RealESRGANDataset batch (gt + kernels) was fed to a model built for testing')
-            lq, gt = degrade_batch(self.degradation, data, self.device, gt_size=self.gt_size,
+            lq, gt, _ = degrade_batch(self.degradation, data, self.device, gt_size=self.gt_size,
                                    usm_sharpener=self.usm_sharpener)
             if self.pair_pool is not None:
                 lq, gt = self.pair_pool.swap(lq, gt)
