@@ -96,6 +96,15 @@ def read_state_dict(path: Union[str, os.PathLike], param_key: Optional[str] = 'a
     return unwrap_state_dict(read_checkpoint_file(path), param_key=param_key, source=str(path))
 
 
+def load_checkpoint_params(path: Union[str, os.PathLike], param_key: str) -> StateDict:
+    """The weights under ``param_key`` when the checkpoint is a dict holding that entry (BasicSR's ``params`` /
+    ``params_ema``), else the checkpoint's own layout (flat ``.safetensors`` and official files, ``state_dict``
+    wrappers, ...): what the training models load as ``path.pretrain_network_*``."""
+    checkpoint = read_checkpoint_file(path)
+    has_entry = isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(param_key), Mapping)
+    return unwrap_state_dict(checkpoint, param_key=param_key if has_entry else 'auto', source=str(path))
+
+
 def _is_derived_buffer(key: str) -> bool:
     return key.endswith(DERIVED_BUFFER_SUFFIXES)
 

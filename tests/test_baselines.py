@@ -10,7 +10,7 @@ import lpnsr_arch  # noqa: F401
 from lpnsr_arch import train
 from lpnsr_arch.models.realesrgan_baseline_model import TrainingPairPool
 
-from baseline_recipes import tiny_recipe, write_images, write_recipe
+from baseline_recipes import TINY_NETWORKS, tiny_recipe, write_images, write_recipe
 
 
 @pytest.mark.parametrize('net, model_type', [('rrdbnet', 'LPNSRRealESRGANModel'),
@@ -28,6 +28,23 @@ def test_tiny_baseline_trains_four_iterations_on_cpu(tmp_path: Path, net: str, m
     state = torch.load(experiment / 'models' / 'net_g_4.pth', map_location='cpu')
     initial = torch.load(experiment / 'models' / 'net_g_2.pth', map_location='cpu')
     assert any(not torch.equal(state['params'][k], initial['params'][k]) for k in state['params'])  # it learnt
+
+
+def test_baseline_continues_from_a_flat_safetensors_file(tmp_path: Path) -> None:
+    """``pretrain_network_g`` may be a flat ``.safetensors`` file (as weights/demo/ ships): BasicSR's own loader
+    cannot read one; the baselines load through the plugin's (net_g and net_g_ema)."""
+    from basicsr.archs import build_network
+    from lpnsr_arch.weights import save_state_dict
+    start = {k: torch.full_like(v, 0.0125) for k, v in build_network(dict(TINY_NETWORKS['rrdbnet'])).state_dict().items()}
+    save_state_dict(tmp_path / 'start.safetensors', start)
+    name = 'unit_from_safetensors'
+    opt = tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', write_images(tmp_path), name=name, total_iter=2)
+    opt['path'].update(pretrain_network_g=str(tmp_path / 'start.safetensors'), param_key_g='params_ema')
+    train.main(['-opt', write_recipe(opt, tmp_path / 'train.yml')], root_path=str(tmp_path))
+
+    saved = torch.load(tmp_path / 'experiments' / name / 'models' / 'net_g_2.pth', map_location='cpu')
+    for key in ('params', 'params_ema'):  # two small Adam steps away from the file, not from a random init
+        assert max(float((saved[key][k] - v).abs().max()) for k, v in start.items()) < 2e-3
 
 
 def test_pair_pool_fills_then_returns_stored_pairs() -> None:

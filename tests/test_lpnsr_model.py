@@ -170,6 +170,26 @@ def test_gan_samples_clean_limits_both_gan_terms_to_the_clean_rows(tmp_path):
         LPNSRModel(make_opt(tmp_path, gan_samples='degraded'))
 
 
+def test_frozen_and_trained_networks_load_flat_safetensors_with_a_param_key(tmp_path):
+    """The shipped weights/demo/ files are flat; ``param_key_*: params_ema`` (a BasicSR checkpoint's entry) must
+    still load them, for the frozen networks as for ``net_g``."""
+    from basicsr.archs import build_network
+    from lpnsr_arch.weights import save_state_dict
+    opt = make_opt(tmp_path, with_d=False)
+    files = {}
+    for key in ('network_unet', 'network_g'):
+        torch.manual_seed(len(files) + 3)
+        files[key] = build_network(dict(opt[key])).state_dict()
+        save_state_dict(tmp_path / f'{key}.safetensors', files[key])
+    opt['path'].update(pretrain_network_unet=str(tmp_path / 'network_unet.safetensors'), param_key_unet='params_ema',
+                       pretrain_network_g=str(tmp_path / 'network_g.safetensors'), param_key_g='params_ema')
+    model = LPNSRModel(opt)
+    for net, key in ((model.net_unet, 'network_unet'), (model.net_g, 'network_g'), (model.net_g_ema, 'network_g')):
+        for name, value in files[key].items():
+            if not name.endswith(('attn_mask', 'relative_position_index')):
+                torch.testing.assert_close(net.state_dict()[name], value, msg=name)
+
+
 def test_resume_restores_both_optimizers_scalers_and_ema(tmp_path):
     opt = make_opt(tmp_path, amp='fp16', gan_start_iter=0)
     torch.manual_seed(0)

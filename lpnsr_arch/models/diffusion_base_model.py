@@ -30,7 +30,7 @@ from basicsr.utils.dist_util import master_only
 from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.diffusion import DiffusionConfig, NoiseSource, NormalDraws, ResShiftDiffusion
 from lpnsr_arch.pipeline import pad_lr
-from lpnsr_arch.weights import load_weights, read_checkpoint_file, save_state_dict, unwrap_state_dict
+from lpnsr_arch.weights import load_checkpoint_params, load_weights, save_state_dict
 
 __all__ = ['DiffusionSRModel', 'WarmupCosineLR', 'warmup_cosine_lr', 'lr_size_multiple']
 
@@ -214,9 +214,8 @@ class DiffusionSRModel(SRModel):
         if load_path:
             if not os.path.isfile(load_path):
                 raise FileNotFoundError(f'path.pretrain_{key}: no such file {load_path!r}')
-            load_weights(
-                net, load_path, param_key=path_opt.get(f'param_key_{name}', 'auto'),
-                strict=path_opt.get(f'strict_load_{name}', True))
+            state = load_checkpoint_params(load_path, path_opt.get(f'param_key_{name}', 'auto'))
+            load_weights(net, state, strict=path_opt.get(f'strict_load_{name}', True))
             self.logger.info(f'Loaded frozen {key} ({type(net).__name__}) from {load_path}')
         elif any(True for _ in net.parameters()):
             self.logger.warning(f'{key} ({type(net).__name__}) has parameters but no path.pretrain_{key}: '
@@ -515,10 +514,3 @@ class DiffusionSRModel(SRModel):
             elif scaler.is_enabled():
                 self.logger.warning(f'the resume state has no GradScaler state for {name!r}: it starts afresh')
 
-
-def load_checkpoint_params(path: str, param_key: str) -> Dict[str, Tensor]:
-    """The weights under ``param_key`` when the checkpoint is a dict holding that entry (BasicSR's ``params`` /
-    ``params_ema``), else the checkpoint's own layout (official flat files, ``state_dict`` wrappers, ...)."""
-    checkpoint = read_checkpoint_file(path)
-    has_entry = isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(param_key), Mapping)
-    return unwrap_state_dict(checkpoint, param_key=param_key if has_entry else 'auto', source=path)

@@ -18,10 +18,11 @@ from torch.nn import functional as F
 
 from basicsr.models.sr_model import SRModel
 from basicsr.models.srgan_model import SRGANModel
-from basicsr.utils import USMSharp
+from basicsr.utils import USMSharp, get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from lpnsr_arch.data.degradation import SecondOrderDegradation, degrade_batch
+from lpnsr_arch.weights import load_checkpoint_params, load_weights
 
 _KERNEL_KEYS = ('kernel1', 'kernel2', 'sinc_kernel')
 
@@ -84,7 +85,7 @@ class SyntheticPairMixin:
             if not self.is_train:
                 raise ValueError('a RealESRGANDataset batch (gt + kernels) was fed to a model built for testing')
             lq, gt, _ = degrade_batch(self.degradation, data, self.device, gt_size=self.gt_size,
-                                   usm_sharpener=self.usm_sharpener)
+                                      usm_sharpener=self.usm_sharpener)
             if self.pair_pool is not None:
                 lq, gt = self.pair_pool.swap(lq, gt)
             self.lq, self.gt = lq, gt
@@ -94,6 +95,14 @@ class SyntheticPairMixin:
                 self.gt = data['gt'].to(self.device)
         else:
             raise KeyError(f"batch has neither 'lq' nor RealESRGANDataset kernels; keys: {sorted(data)}")
+
+    def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True,
+                     param_key: Optional[str] = 'params') -> None:
+        """BasicSR's ``load_network`` through the plugin's checkpoint loader: ``.pth`` (``weights_only``) or
+        ``.safetensors`` (e.g. ``weights/demo/``); ``param_key`` when the file holds it, else the file's own layout."""
+        state = load_checkpoint_params(load_path, param_key or 'params')
+        load_weights(self.get_bare_model(net), state, strict=strict)
+        get_root_logger().info(f'Loaded {type(self.get_bare_model(net)).__name__} from {load_path} [{param_key}]')
 
     def test(self) -> None:
         """SRModel.test on ``self.lq`` reflect-padded to a multiple of ``network_g.window_size`` (SwinIR; 1 for
