@@ -14,7 +14,8 @@ the generator loss and throw it away, are not reproduced).
 ``train.gan_samples: clean`` (default ``all``) restricts both GAN terms to the pairs whose LR is the plain bicubic
 downscale (``bicubic_prob`` of the synthetic degradation): the degraded pairs then train on ``l_pix``/``l_lpips``
 only, so the adversarial texture is learnt where the LR holds the detail and not invented over heavy degradations.
-A micro-batch without such a pair contributes zero GAN loss. An addition of this project, not of the paper.
+A micro-batch without such a pair contributes zero GAN loss; a paired training set (no synthetic degradation) counts
+as all clean. An addition of this project, not of the paper.
 """
 from __future__ import annotations
 
