@@ -19,6 +19,7 @@ import contextlib
 import copy
 import difflib
 import logging
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -35,7 +36,7 @@ from lpnsr_arch.weights import load_weights
 
 __all__ = [
     'LPNSRPipeline', 'InferenceDefaults', 'LatentNoiseField', 'CroppedDraws', 'mirror_pad', 'pad_lr', 'PRECISIONS',
-    'NOISE_KINDS', 'COLOR_FIXES', 'PAD_MODES', 'load_options'
+    'lr_size_multiple', 'NOISE_KINDS', 'COLOR_FIXES', 'PAD_MODES', 'load_options'
 ]
 
 logger = logging.getLogger('basicsr')
@@ -101,6 +102,13 @@ def pad_lr(lr01: Tensor, multiple: int, pad_mode: str) -> Tuple[Tensor, Tuple[in
         full_h, full_w = _next_power_of_two(mid_h), _next_power_of_two(mid_w)
         padded = mirror_pad(padded, full_h - mid_h, full_w - mid_w, edge_duplicate=False)
     return padded, (padded.shape[-2] - height, padded.shape[-1] - width)
+
+
+def lr_size_multiple(scale: int, downscale: int, latent_multiple: int) -> int:
+    """The smallest LR side multiple whose ``scale``-times up-sampled latent side is a multiple of
+    ``latent_multiple`` (latent side = LR side * scale / downscale)."""
+    needed = downscale * latent_multiple
+    return needed // math.gcd(scale, needed)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -253,7 +261,8 @@ class LPNSRPipeline(nn.Module):
         self.defaults = defaults or InferenceDefaults()
         self.scale = self.defaults.scale
         downscale = int(getattr(autoencoder, 'downscale'))
-        size_multiple = int(getattr(denoiser, 'size_multiple'))
+        size_multiple = math.lcm(*(int(getattr(net, 'size_multiple', 1)) for net in (denoiser, noise_predictor)
+                                   if net is not None))
         latent_per_lr = self.scale / downscale  # latent pixels per LR pixel (1 for LPNSR: x4 then /4)
         lr_multiple = size_multiple / latent_per_lr
         if lr_multiple != int(lr_multiple) or latent_per_lr != int(latent_per_lr):

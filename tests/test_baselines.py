@@ -35,7 +35,8 @@ def test_baseline_continues_from_a_flat_safetensors_file(tmp_path: Path) -> None
     cannot read one; the baselines load through the plugin's (net_g and net_g_ema)."""
     from basicsr.archs import build_network
     from lpnsr_arch.weights import save_state_dict
-    start = {k: torch.full_like(v, 0.0125) for k, v in build_network(dict(TINY_NETWORKS['rrdbnet'])).state_dict().items()}
+    network = build_network(dict(TINY_NETWORKS['rrdbnet']))
+    start = {k: torch.full_like(v, 0.0125) for k, v in network.state_dict().items()}
     save_state_dict(tmp_path / 'start.safetensors', start)
     name = 'unit_from_safetensors'
     opt = tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', write_images(tmp_path), name=name, total_iter=2)

@@ -190,6 +190,31 @@ def test_frozen_and_trained_networks_load_flat_safetensors_with_a_param_key(tmp_
                 torch.testing.assert_close(net.state_dict()[name], value, msg=name)
 
 
+def test_validation_output_is_the_inference_pipeline_output(tmp_path):
+    """What validation scores is what ``LPNSRPipeline`` (the inference CLI) gives with the saved weights, the same
+    seed, no tiling and no colour correction."""
+    from lpnsr_arch.pipeline import LPNSRPipeline
+    torch.manual_seed(0)
+    opt = make_opt(tmp_path, with_d=False)
+    model = LPNSRModel(copy.deepcopy(opt))
+    with torch.no_grad():  # an EMA different from net_g, so that a pipeline built on net_g would not match
+        for p in model.net_g_ema.parameters():
+            p.mul_(0.9)
+    model.save(epoch=0, current_iter=1)
+    lq = fixed_batch(num=1)['lq'][..., :7, :6]
+    validation = model.super_resolve(lq, seed=5)
+
+    torch.save({'params': model.net_unet.state_dict()}, tmp_path / 'unet.pth')
+    options = {key: opt[key] for key in ('network_upsampler', 'network_ae', 'network_unet', 'diffusion')}
+    options['network_noise'] = opt['network_g']
+    options['path'] = {'pretrain_network_unet': str(tmp_path / 'unet.pth'),
+                       'pretrain_network_noise': str(tmp_path / 'models' / 'net_g_1.pth'),
+                       'param_key_noise': 'params_ema'}
+    options['inference'] = {'scale': 4, 'pad_mode': 'multiple', 'tile': 0, 'color_fix': 'none'}
+    inference = LPNSRPipeline.from_options(options)(lq, seed=5)
+    torch.testing.assert_close(validation, inference, rtol=0, atol=1e-6)
+
+
 def test_resume_restores_both_optimizers_scalers_and_ema(tmp_path):
     opt = make_opt(tmp_path, amp='fp16', gan_start_iter=0)
     torch.manual_seed(0)

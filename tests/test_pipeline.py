@@ -207,3 +207,10 @@ def test_channels_last_path_matches_the_reference(pipeline):
     fast = pipeline.accelerate(channels_last=True)(lr.contiguous(memory_format=torch.channels_last), seed=1, tile=0)
     pipeline.to(memory_format=torch.contiguous_format)
     torch.testing.assert_close(fast, reference, rtol=0, atol=1e-4)
+
+
+def test_lr_size_multiple():
+    from lpnsr_arch.pipeline import lr_size_multiple
+    assert lr_size_multiple(scale=4, downscale=4, latent_multiple=8) == 8
+    assert lr_size_multiple(scale=4, downscale=8, latent_multiple=8) == 16
+    assert lr_size_multiple(scale=2, downscale=4, latent_multiple=4) == 8

@@ -16,7 +16,7 @@ import lpnsr_arch.losses  # noqa: F401
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils.misc import check_resume
 from lpnsr_arch.losses.lpips_loss import LPNSRLPIPSLoss, TAP_CHANNELS, build_vgg16_features
-from lpnsr_arch.models.diffusion_base_model import WarmupCosineLR, lr_size_multiple, warmup_cosine_lr
+from lpnsr_arch.models.diffusion_base_model import WarmupCosineLR, warmup_cosine_lr
 from lpnsr_arch.models.resshift_model import ResShiftModel
 from photo_batches import photo_batch
 from skimage import data as skdata
@@ -102,12 +102,6 @@ def test_warmup_cosine_scheduler_follows_formula():
     assert seen == pytest.approx(expected)
     with pytest.raises(ValueError, match='warmup_iter'):
         WarmupCosineLR(optimizer, warmup_iter=30, total_iter=20)
-
-
-def test_lr_size_multiple():
-    assert lr_size_multiple(scale=4, downscale=4, latent_multiple=8) == 8
-    assert lr_size_multiple(scale=4, downscale=8, latent_multiple=8) == 16
-    assert lr_size_multiple(scale=2, downscale=4, latent_multiple=4) == 8
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -42,9 +42,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lpnsr_arch.bench.common import Table, report, resolve_device
 from lpnsr_arch.bench.presets import preset_options
-from lpnsr_arch.models.diffusion_base_model import lr_size_multiple
 from lpnsr_arch.models.lpnsr_model import LPNSRModel
-from lpnsr_arch.pipeline import LPNSRPipeline
+from lpnsr_arch.pipeline import LPNSRPipeline, lr_size_multiple
 from lpnsr_arch.tiling import count_tiles
 
 __all__ = [

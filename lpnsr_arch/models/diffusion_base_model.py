@@ -27,12 +27,12 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
-from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
-from lpnsr_arch.diffusion import DiffusionConfig, NoiseSource, NormalDraws, ResShiftDiffusion
-from lpnsr_arch.pipeline import pad_lr
+from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler, bicubic_upscale
+from lpnsr_arch.diffusion import DiffusionConfig, ResShiftDiffusion
+from lpnsr_arch.pipeline import InferenceDefaults, LPNSRPipeline
 from lpnsr_arch.weights import load_checkpoint_params, load_weights, save_state_dict
 
-__all__ = ['DiffusionSRModel', 'WarmupCosineLR', 'warmup_cosine_lr', 'lr_size_multiple']
+__all__ = ['DiffusionSRModel', 'WarmupCosineLR', 'warmup_cosine_lr']
 
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {'none': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW}
@@ -84,13 +84,6 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
         ]
 
 
-def lr_size_multiple(scale: int, downscale: int, latent_multiple: int) -> int:
-    """The smallest LR side multiple whose ``scale``-times up-sampled latent side is a multiple of
-    ``latent_multiple`` (latent side = LR side * scale / downscale)."""
-    needed = downscale * latent_multiple
-    return needed // math.gcd(scale, needed)
-
-
 def split_micro_batches(tensors: Sequence[Tensor], num_chunks: int) -> List[Tuple[Tensor, ...]]:
     """Split tensors of equal batch size into ``num_chunks`` micro-batches (the first ones one sample larger when the
     batch does not divide evenly)."""
@@ -136,8 +129,9 @@ class DiffusionSRModel(SRModel):
     """Abstract base of the diffusion training models (``net_g`` is the trained network, everything else frozen).
 
     Subclasses set the option-key whitelists below, build their losses in :meth:`init_training_settings` and implement
-    :meth:`optimize_parameters` and :meth:`_sampling_functions`. ``nondist_validation`` is BasicSR's: it calls
-    :meth:`test`, which runs the full seeded reverse chain and writes ``self.output`` (B, 3, sH, sW) in [0, 1].
+    :meth:`optimize_parameters` and :meth:`_sampling_parts`. ``nondist_validation`` is BasicSR's: it calls
+    :meth:`test`, which runs the inference pipeline (:meth:`sampling_pipeline`) and writes ``self.output``
+    (B, 3, sH, sW) in [0, 1].
     """
 
     #: ``network_*`` options that must be present / may be present (``network_g`` is always required).
@@ -162,6 +156,7 @@ class DiffusionSRModel(SRModel):
         if amp_name not in AMP_DTYPES:
             raise ValueError(f'train.amp must be one of {sorted(AMP_DTYPES)}, got {amp_name!r}')
         self.amp_dtype = AMP_DTYPES[amp_name]
+        self.sampling_precision = 'fp32' if amp_name == 'none' else amp_name  # the pipeline's name for it
         self.val_seed = int((opt.get('val') or {}).get('seed', 12345))
 
         self.net_ae = self.build_frozen_network('network_ae')
@@ -408,8 +403,9 @@ class DiffusionSRModel(SRModel):
         return self.net_ae.decode(latent, quantize=True).float()
 
     # ------------------------------------------------------------------------------------------ sampling
-    def _sampling_functions(self, draws: NormalDraws) -> Tuple[Callable[..., Tensor], NoiseSource]:
-        """``(denoiser, noise_source)`` for the reverse chain at validation time."""
+    def _sampling_parts(self) -> Tuple[nn.Module, Optional[nn.Module], str]:
+        """``(denoiser, noise_predictor or None, noise)`` of the validation chain, ``noise`` being the pipeline's
+        ``'learned'`` or ``'gaussian'``."""
         raise NotImplementedError
 
     def _sampling_networks(self) -> List[nn.Module]:
@@ -420,30 +416,26 @@ class DiffusionSRModel(SRModel):
         """The trained network used for sampling: ``net_g_ema`` when EMA is on, else ``net_g``."""
         return self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
 
-    def super_resolve(self, lq01: Tensor, *, seed: int) -> Tensor:
-        """The full seeded chain: LR (B,3,h,w) in [0,1] -> SR (B,3,sh,sw) in [0,1], float32.
+    def sampling_pipeline(self) -> LPNSRPipeline:
+        """The inference pipeline over this model's current networks (``net_g_ema`` when EMA is on): one piece, no
+        colour correction, ``pad_mode: multiple``, ``train.amp``'s precision. Validation runs exactly this."""
+        denoiser, noise_predictor, noise = self._sampling_parts()
+        upsampler = self.net_upsampler if self.net_upsampler is not None else LPNSRBicubicUpsampler(scale=self.scale)
+        defaults = InferenceDefaults(scale=self.scale, pad_mode='multiple', tile=0, noise=noise, color_fix='none',
+                                     seed=self.val_seed)
+        return LPNSRPipeline(
+            upsampler=upsampler, autoencoder=self.net_ae, denoiser=self.get_bare_model(denoiser),
+            diffusion=self.diffusion, defaults=defaults,
+            noise_predictor=None if noise_predictor is None else self.get_bare_model(noise_predictor))
 
-        The LR is mirror-padded (as the inference pipeline's ``pad_mode='multiple'``) so that the latent fits the
-        networks' ``size_multiple``; the output is cropped back.
-        """
-        height, width = lq01.shape[-2:]
-        multiple = lr_size_multiple(self.scale, int(self.net_ae.downscale), self._latent_size_multiple())
-        lq_padded, _ = pad_lr(lq01, multiple, 'multiple')
-        draws = NormalDraws.seeded(seed, self.device)
-        denoiser, noise_source = self._sampling_functions(draws)
+    def super_resolve(self, lq01: Tensor, *, seed: int) -> Tensor:
+        """The seeded inference pipeline (:meth:`sampling_pipeline`): LR (B,3,h,w) in [0,1] -> SR (B,3,sh,sw) in
+        [0,1], float32; the same output as ``LPNSRPipeline`` with these weights, ``seed``, ``tile=0`` and no colour
+        correction."""
         with contextlib.ExitStack() as stack:
             for net in self._sampling_networks():
                 stack.enter_context(eval_mode(net))
-            stack.enter_context(torch.no_grad())
-            stack.enter_context(self.autocast())
-            y = self.encode_condition(lq_padded)
-            latent = self.diffusion.sample(y, lq_padded * 2 - 1, denoiser, noise_source, draws(y))
-            image = self.decode(latent)
-        image = image.clamp(-1, 1) * 0.5 + 0.5
-        return image[..., :height * self.scale, :width * self.scale]
-
-    def _latent_size_multiple(self) -> int:
-        return int(getattr(self.get_bare_model(self.net_g), 'size_multiple', 1))
+            return self.sampling_pipeline()(lq01, seed=seed, precision=self.sampling_precision)
 
     def test(self) -> None:
         """Validation/test forward: ``self.output`` = the seeded chain's SR of ``self.lq`` (``val.seed``)."""

@@ -19,18 +19,17 @@ as all clean. An addition of this project, not of the paper.
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from typing import Callable, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from lpnsr_arch.diffusion import LearnedNoise, NoiseSource, NormalDraws
+from lpnsr_arch.diffusion import LearnedNoise, NormalDraws
 from lpnsr_arch.models.diffusion_base_model import DiffusionSRModel, build_optimizer
 
 __all__ = ['LPNSRModel']
@@ -69,10 +68,6 @@ class LPNSRModel(DiffusionSRModel):
 
     def build_extra_frozen_networks(self) -> None:
         self.net_unet = self.build_frozen_network('network_unet')
-
-    def _latent_size_multiple(self) -> int:
-        multiples = [int(getattr(net, 'size_multiple', 1)) for net in (self.net_unet, self.get_bare_model(self.net_g))]
-        return math.lcm(*multiples)
 
     # ------------------------------------------------------------------------------------------ set-up
     def init_training_settings(self) -> None:
@@ -212,8 +207,8 @@ class LPNSRModel(DiffusionSRModel):
         self.last_d_log = self.reduce_loss_dict(terms)
 
     # ------------------------------------------------------------------------------------------ sampling / saving
-    def _sampling_functions(self, draws: NormalDraws) -> Tuple[Callable[..., Tensor], NoiseSource]:
-        return self.net_unet, LearnedNoise(self.inference_network(), draws)
+    def _sampling_parts(self) -> Tuple[nn.Module, Optional[nn.Module], str]:
+        return self.net_unet, self.inference_network(), 'learned'
 
     def save_extra_networks(self, current_iter: int) -> None:
         if getattr(self, 'net_d', None) is not None:

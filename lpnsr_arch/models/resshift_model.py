@@ -9,15 +9,14 @@ decode of ``pred`` and ``gt``, with the gradient flowing through the frozen deco
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Tuple
+from typing import Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from basicsr.losses import build_loss
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from lpnsr_arch.diffusion import GaussianNoise, NoiseSource, NormalDraws
 from lpnsr_arch.models.diffusion_base_model import DiffusionSRModel
 
 __all__ = ['ResShiftModel']
@@ -83,6 +82,6 @@ class ResShiftModel(DiffusionSRModel):
         self.log_dict = self.reduce_loss_dict(terms)
 
     # ------------------------------------------------------------------------------------------ sampling
-    def _sampling_functions(self, draws: NormalDraws) -> Tuple[Callable[..., Tensor], NoiseSource]:
-        return self.inference_network(), GaussianNoise(draws)
+    def _sampling_parts(self) -> Tuple[nn.Module, Optional[nn.Module], str]:
+        return self.inference_network(), None, 'gaussian'
 
