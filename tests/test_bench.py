@@ -6,11 +6,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import lpnsr_arch  # noqa: F401
 from lpnsr_arch.bench import compare_sheet, consistency, quality, speed
-from lpnsr_arch.bench.common import load_pairs, niqe_y, parse_method
+from lpnsr_arch.bench.common import load_pairs, niqe_y, parse_method, parse_run_arguments
 from lpnsr_arch.bench.presets import tiny_options
 
 
@@ -45,6 +46,17 @@ def test_pairs_and_method_specs(dataset):
     assert parse_method('basicsr:opt/rrdb.yml').name == 'basicsr-rrdb'
     with pytest.raises(ValueError, match='needs an options file'):
         parse_method('lpnsr')
+
+
+def test_shared_cli_arguments():
+    args, device = parse_run_arguments(quality.build_parser(), ['--method', 'bicubic', '--dataset', 'd=a,b',
+                                                                 '--device', 'cpu', '--precision', 'bf16'])
+    assert device == torch.device('cpu') and args.precision == 'bf16' and args.tile is None and args.out is None
+    with pytest.raises(SystemExit):  # the sheet has nowhere to go without --out
+        compare_sheet.build_parser().parse_args(['--lq', 'a.png'])
+    with pytest.raises(SystemExit):  # speed has its own --tile default and no --precision
+        speed.build_parser().parse_args(['--precision', 'bf16'])
+    assert speed.build_parser().parse_args([]).tile == 256
 
 
 def test_niqe_needs_two_blocks(dataset):

@@ -10,6 +10,7 @@ A method is given on the command line as ``[NAME=]KIND[:OPTIONS]``:
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
@@ -29,7 +30,8 @@ from lpnsr_arch.pipeline import LPNSRPipeline, load_options
 
 __all__ = [
     'Method', 'ImagePair', 'parse_method', 'build_method', 'load_pairs', 'parse_dataset', 'to_bgr255',
-    'psnr_ssim_y', 'niqe_y', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device'
+    'psnr_ssim_y', 'niqe_y', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device', 'add_run_arguments',
+    'parse_run_arguments'
 ]
 
 logger = logging.getLogger('lpnsr_arch.bench')
@@ -61,6 +63,26 @@ class MethodSpec:
 def resolve_device(name: str) -> torch.device:
     """``'auto'`` -> CUDA when available, else CPU."""
     return torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if name == 'auto' else name)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_required: bool = False,
+                      tile: bool = True, precision: bool = True) -> None:
+    """Add the arguments the benchmark CLIs share: ``--tile`` (LPNSR LR tile override, 0: off), ``--precision``
+    (fp32/bf16/fp16), ``--device`` (auto/cpu/cuda[:N]) and ``--out`` (the report folder, ``out_help``)."""
+    if tile:
+        parser.add_argument('--tile', type=int, default=None, help='LPNSR LR tile override (0: off)')
+    if precision:
+        parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, ...')
+    parser.add_argument('--out', type=Path, required=out_required, default=None, help=out_help)
+
+
+def parse_run_arguments(parser: argparse.ArgumentParser,
+                        argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, torch.device]:
+    """Parse ``argv``, set up INFO logging and resolve ``--device``: the start of every benchmark's ``main``."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    return args, resolve_device(args.device)
 
 
 def parse_method(text: str) -> MethodSpec:

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lpnsr_arch.bench.common import Method, Table, build_method, parse_method, report, resolve_device
+from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, build_method, parse_method, parse_run_arguments,
+                                     report)
 from lpnsr_arch.imageio import read_image, write_image
 
 __all__ = ['Crop', 'parse_crop', 'build_sheet', 'main']
@@ -84,18 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--method', action='append', default=[], help='as in bench.quality (bicubic is always in)')
     parser.add_argument('--crop', action='append', default=None, help='LEFT,TOP,SIZE in LR px (default: centre)')
     parser.add_argument('--seeds', type=int, nargs=2, default=(0, 1), help='the two LPNSR seeds')
-    parser.add_argument('--tile', type=int, default=None)
-    parser.add_argument('--device', default='auto')
-    parser.add_argument('--out', type=Path, required=True, help='folder for <name>_sheet.png and sheets.csv/json')
+    add_run_arguments(parser, out_help='folder for <name>_sheet.png and sheets.csv/json', out_required=True,
+                      precision=False)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Table:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    args, device = parse_run_arguments(build_parser(), argv)
     if args.gt is not None and len(args.gt) != len(args.lq):
         raise SystemExit(f'--gt given {len(args.gt)} times for {len(args.lq)} --lq images')
-    device = resolve_device(args.device)
     specs = [parse_method('bicubic')] + [parse_method(text) for text in args.method if text != 'bicubic']
     methods = [build_method(spec, device=device, tile=args.tile) for spec in specs]
     crops = [parse_crop(text) for text in args.crop] if args.crop else None

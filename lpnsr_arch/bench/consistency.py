@@ -24,8 +24,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from lpnsr_arch.bench.common import (Table, build_lpnsr, load_pairs, niqe_y, parse_dataset, psnr_ssim_y, read_gt,
-                                     report, resolve_device, to_bgr255)
+from lpnsr_arch.bench.common import (Table, add_run_arguments, build_lpnsr, load_pairs, niqe_y, parse_dataset,
+                                     parse_run_arguments, psnr_ssim_y, read_gt, report, to_bgr255)
 from lpnsr_arch.imageio import read_image
 from lpnsr_arch.pipeline import LPNSRPipeline
 
@@ -79,19 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed-offset', type=int, default=0)
     parser.add_argument('--limit', type=int, default=None, help='at most this many images per dataset')
     parser.add_argument('--crop-border', type=int, default=4)
-    parser.add_argument('--tile', type=int, default=None)
-    parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
-    parser.add_argument('--device', default='auto')
-    parser.add_argument('--out', type=Path, default=None, help='folder for consistency.csv / .json')
+    add_run_arguments(parser, out_help='folder for consistency.csv / .json')
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Table:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    args, device = parse_run_arguments(build_parser(), argv)
     if args.seeds < 2:
         raise SystemExit('--seeds must be >= 2 to measure a spread')
-    device = resolve_device(args.device)
     seeds = [args.seed_offset + i for i in range(args.seeds)]
     datasets = [parse_dataset(text) for text in args.dataset]
     table = Table(title=f'consistency over {args.seeds} seeds ({args.precision}, {device})',

@@ -13,13 +13,13 @@ import argparse
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from lpnsr_arch.bench.common import (Method, Table, build_method, load_pairs, lpips_note, niqe_y, parse_dataset,
-                                     parse_method, psnr_ssim_y, read_gt, report, resolve_device, to_bgr255)
+from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, build_method, load_pairs, lpips_note, niqe_y,
+                                     parse_dataset, parse_method, parse_run_arguments, psnr_ssim_y, read_gt,
+                                     report, to_bgr255)
 from lpnsr_arch.imageio import read_image
 
 __all__ = ['score_images', 'summarise', 'evaluate', 'main']
@@ -81,18 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--crop-border', type=int, default=4)
     parser.add_argument('--seed', type=int, default=12345, help='seed of the stochastic methods')
     parser.add_argument('--noise', choices=('learned', 'gaussian'), default=None, help='LPNSR noise override')
-    parser.add_argument('--tile', type=int, default=None, help='LPNSR tile override (0: off)')
-    parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
-    parser.add_argument('--device', default='auto')
-    parser.add_argument('--out', type=Path, default=None,
-                        help='folder for quality.csv / .json and quality_per_image.csv / .json')
+    add_run_arguments(parser, out_help='folder for quality.csv / .json and quality_per_image.csv / .json')
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Table:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    device = resolve_device(args.device)
+    args, device = parse_run_arguments(build_parser(), argv)
     datasets = [parse_dataset(text) for text in args.dataset]
     table = Table(title=f'quality (Y channel, crop {args.crop_border}, seed {args.seed}, {args.precision}, {device})',
                   notes=[lpips_note()])

@@ -32,7 +32,6 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import torch
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from lpnsr_arch.bench.common import Table, report, resolve_device
+from lpnsr_arch.bench.common import Table, add_run_arguments, parse_run_arguments, report
 from lpnsr_arch.bench.presets import preset_options
 from lpnsr_arch.models.lpnsr_model import LPNSRModel
 from lpnsr_arch.pipeline import LPNSRPipeline, lr_size_multiple
@@ -502,8 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--peak-tflops', type=float, default=0.0, help='chip peak for MFU (0: from the device name)')
-    parser.add_argument('--device', default='auto')
-    parser.add_argument('--out', type=Path, default=None, help='folder for speed[_train].csv / .json')
+    add_run_arguments(parser, out_help='folder for speed[_train].csv / .json', tile=False, precision=False)
     return parser
 
 
@@ -528,13 +526,11 @@ def run_inference(preset: str, args: argparse.Namespace, device: torch.device, p
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Table]:
     """Run the selected benchmarks; returns their tables by report stem (``speed``, ``speed_train``)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    args, device = parse_run_arguments(build_parser(), argv)
     if not (args.infer or args.train):
         raise SystemExit('nothing to run: --no-infer and --no-train')
     if args.train_batch < 1 or args.train_hr < 1:
         raise SystemExit(f'--train-batch and --train-hr must be positive, got {args.train_batch}, {args.train_hr}')
-    device = resolve_device(args.device)
     preset = 'small' if args.small else args.preset
     train_paths = select_by_name(default_train_paths(), args.train_paths, option='--train-paths',
                                  keep=REFERENCE_TRAIN_PATH.name)
