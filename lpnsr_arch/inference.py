@@ -21,6 +21,7 @@ import torch
 
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, restore_mode, write_image
 from lpnsr_arch.pipeline import COLOR_FIXES, NOISE_KINDS, PRECISIONS, LPNSRPipeline, load_options
+from lpnsr_arch.weights import CheckpointError
 
 __all__ = ['main', 'cli', 'build_parser', 'collect_inputs', 'output_path_for']
 
@@ -152,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         pipeline = build_pipeline(args.opt, args.upsampler, device).accelerate(
             channels_last=args.channels_last, compile_mode=None if args.compile == 'none' else args.compile)
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError, CheckpointError) as error:  # CheckpointError names the weights file
         logger.error(f'cannot build the pipeline from {args.opt}: {error}')
         return 2
     summary = process_files(pipeline, inputs, args, device)

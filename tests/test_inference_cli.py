@@ -66,6 +66,19 @@ def test_all_inputs_failing_gives_a_non_zero_exit(options_file, tmp_path):
     assert _run(options_file, '-i', str(tmp_path / 'nowhere'), '-o', str(tmp_path / 'out')) == 2
 
 
+def test_a_bad_checkpoint_is_a_clean_error_that_names_the_file(options_file, tmp_path, caplog):
+    _inputs(tmp_path / 'in')
+    cut = tmp_path / 'cut.safetensors'
+    cut.write_bytes(b'\x08\x00\x00\x00')  # a truncated header
+    options = yaml.safe_load(options_file.read_text())
+    options.setdefault('path', {})['pretrain_network_unet'] = str(cut)
+    bad_options = tmp_path / 'bad.yml'
+    bad_options.write_text(yaml.safe_dump(options))
+    assert _run(bad_options, '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out')) == 2
+    assert 'cut.safetensors: not a readable safetensors file' in caplog.text
+    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+
+
 def test_an_input_is_never_overwritten(options_file, tmp_path, caplog):
     inputs = _inputs(tmp_path / 'in')
     original = inputs['rgb'].read_bytes()
