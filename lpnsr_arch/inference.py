@@ -15,7 +15,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='torch.compile the denoiser and noise predictor (reduce-overhead: CUDA graphs); '
                         'pays off over many images of one size')
     parser.add_argument('--ext', choices=('auto', 'png', 'jpg'), default='auto',
-                        help='output format (auto: as the input; alpha and 16-bit images are always png)')
+                        help='output format (auto: as the input; a jpg output of an alpha or 16-bit image becomes png)')
     parser.add_argument('--suffix', default='out', help='output name suffix (<name>_<suffix>.<ext>); "" for none')
     parser.add_argument('--quiet', action='store_true', help='no progress bar, warnings only')
     return parser
@@ -69,7 +69,8 @@ def collect_inputs(source: Path) -> List[Path]:
 
 
 def output_path_for(input_path: Path, output_dir: Path, *, suffix: str, ext: str, mode: str, bit_depth: int) -> Path:
-    """``<output_dir>/<stem>[_<suffix>].<ext>``; alpha or 16-bit images are written as png whatever ``ext`` says."""
+    """``<output_dir>/<stem>[_<suffix>].<ext>``; a jpg/jpeg name of an alpha or 16-bit image becomes png (JPEG holds
+    neither); other formats are kept as they are."""
     if ext == 'auto':
         extension = input_path.suffix.lower().lstrip('.') or 'png'
     else:
@@ -81,10 +82,14 @@ def output_path_for(input_path: Path, output_dir: Path, *, suffix: str, ext: str
 
 
 def resolve_device(name: str) -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU."""
+    """``'auto'`` -> CUDA when available, else CPU; a CUDA device that this machine does not have is a
+    ``RuntimeError`` naming it (an unknown name: torch's ``RuntimeError``)."""
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == 'cuda' and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise RuntimeError(f'{name} is not available here ({torch.cuda.device_count()} CUDA devices visible)')
+    return device
 
 
 def build_pipeline(options_path: Path, upsampler: str, device: torch.device) -> LPNSRPipeline:
@@ -93,8 +98,22 @@ def build_pipeline(options_path: Path, upsampler: str, device: torch.device) -> 
     if upsampler == 'bicubic':
         scale = int((options.get('inference') or {}).get('scale', 4))
         options['network_upsampler'] = {'type': 'LPNSRBicubicUpsampler', 'scale': scale}
-        options.setdefault('path', {})['pretrain_network_upsampler'] = None
+        options['path'] = dict(options.get('path') or {}, pretrain_network_upsampler=None)
     return LPNSRPipeline.from_options(options, device)
+
+
+def tiling_settings(pipeline: LPNSRPipeline, tile: Optional[int], tile_overlap: Optional[int]) -> Tuple[int, int]:
+    """The LR ``(tile, tile_overlap)`` of a run: the options' defaults where an argument is None; a ``--tile`` given
+    alone keeps the options' overlap only when it is smaller than the tile, else takes a quarter of the tile (the
+    official 256/128 becomes e.g. 128/32). Raises ``ValueError`` for a tile the networks cannot take."""
+    defaults = pipeline.defaults
+    if tile is None:
+        tile = defaults.tile or 0
+    if tile_overlap is None:
+        tile_overlap = defaults.tile_overlap if defaults.tile_overlap < tile else tile // 4
+    if tile:
+        pipeline.check_tile(tile, tile_overlap)
+    return tile, tile_overlap
 
 
 @dataclass
@@ -111,7 +130,9 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
 
     precision = args.precision or ('bf16' if device.type == 'cuda' else 'fp32')
     seed = pipeline.defaults.seed if args.seed is None else args.seed
+    tile, tile_overlap = tiling_settings(pipeline, args.tile, args.tile_overlap)
     protected = {p.resolve() for p in inputs}
+    written: Dict[Path, Path] = {}  # output -> the input it was made from, in this run
     summary = RunSummary(written=[], failed=[])
     for path in tqdm(inputs, desc='lpnsr', unit='img', disable=args.quiet or len(inputs) < 2):
         try:
@@ -120,8 +141,11 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
                                        bit_depth=record.bit_depth)
             if out_path.resolve() in protected:
                 raise ValueError(f'{path}: the output {out_path} would overwrite an input; change -o or --suffix')
-            sr01 = pipeline(lr01.to(device), seed=seed, noise=args.noise, color_fix=args.color_fix, tile=args.tile,
-                            tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, precision=precision)
+            if out_path.resolve() in written:
+                raise ValueError(f'{path}: the output {out_path} was already written from {written[out_path.resolve()]} '
+                                 f'in this run (same name stem); rename one of them or use --ext auto')
+            sr01 = pipeline(lr01.to(device), seed=seed, noise=args.noise, color_fix=args.color_fix, tile=tile,
+                            tile_overlap=tile_overlap, tile_batch=args.tile_batch, precision=precision)
             write_image(out_path, restore_mode(sr01, record, pipeline.scale).cpu(), bit_depth=record.bit_depth)
         except (ImageReadError, ValueError, OSError) as error:
             logger.error(f'skipped {path}: {error}')
@@ -133,6 +157,7 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
             summary.failed.append(path)
             continue
         logger.info(f'{path} -> {out_path}')
+        written[out_path.resolve()] = path
         summary.written.append(out_path)
     return summary
 
@@ -149,11 +174,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not inputs:
         logger.error(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) in {args.input}')
         return 2
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except (RuntimeError, ValueError) as error:
+        logger.error(f'--device {args.device}: {error}')
+        return 2
     try:
         pipeline = build_pipeline(args.opt, args.upsampler, device).accelerate(
             channels_last=args.channels_last, compile_mode=None if args.compile == 'none' else args.compile)
-    except (OSError, KeyError, ValueError, CheckpointError) as error:  # CheckpointError names the weights file
+        tiling_settings(pipeline, args.tile, args.tile_overlap)
+    except (OSError, KeyError, TypeError, ValueError, CheckpointError) as error:  # each names the file, key or value
         logger.error(f'cannot build the pipeline from {args.opt}: {error}')
         return 2
     summary = process_files(pipeline, inputs, args, device)

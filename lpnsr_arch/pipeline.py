@@ -20,6 +20,7 @@ import copy
 import difflib
 import logging
 import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -118,7 +119,8 @@ class LatentNoiseField:
     """The standard-normal draws of one forward call, defined over the whole padded latent but made block by block.
 
     Draw ``k`` at latent position (row, col) comes from the ``block x block`` tile of noise that a generator seeded
-    with ``(seed, k, row // block, col // block)`` produces (float32, on ``device``). A tile therefore sees exactly
+    with ``(seed, k, row // block, col // block)`` produces (float32, on ``device``), the same for every image of the
+    batch: an image gets the same noise, hence the same output, alone as at any place in a batch. A tile sees exactly
     the noise the untiled image has at the same place: overlapping tiles agree, the result does not depend on
     ``tile_batch``, and memory stays bounded by the tile size (no image-sized noise buffer). (The official chopper
     draws fresh noise per patch from one global stream; seeded outputs are not draw-for-draw the official ones, which
@@ -138,10 +140,10 @@ class LatentNoiseField:
         return mixed
 
     def _block_noise(self, index: int, block_row: int, block_col: int) -> Tensor:
+        """(1, C, block, block): broadcast over the batch by :meth:`crop`."""
         generator = torch.Generator(device=self.device)
         generator.manual_seed(self._block_seed(index, block_row, block_col))
-        batch, channels = self.shape[:2]
-        return torch.randn((batch, channels, self.block, self.block), generator=generator, device=self.device)
+        return torch.randn((1, self.shape[1], self.block, self.block), generator=generator, device=self.device)
 
     def crop(self, index: int, rows: slice, cols: slice) -> Tensor:
         """Draw ``index`` (0: the prior noise) on the latent box ``rows`` x ``cols``: (B, C, h, w) float32."""
@@ -480,7 +482,7 @@ class LPNSRPipeline(nn.Module):
             if progress is not None:
                 progress(1, 1)
         else:
-            self._check_tile(tile, tile_overlap)
+            self.check_tile(tile, tile_overlap)
             noise_field = self.noise_field(seed, lq)
 
             def run_tiles(lq_tiles: Tensor, tiles: Sequence[Tile]) -> Tensor:
@@ -489,7 +491,10 @@ class LPNSRPipeline(nn.Module):
 
             sr = process_tiled(lq, run_tiles, tile=tile, overlap=tile_overlap, scale=self.scale,
                                tile_batch=tile_batch, exact=exact_blend, progress=progress).float()
-        sr01 = self.color_correct(sr.mul_(0.5).add_(0.5), lq, color_fix)  # in place: no second image-sized copy
+        sr01 = sr.mul_(0.5).add_(0.5)  # in place: no second image-sized copy
+        if color_fix == 'adain':  # global statistics: those of the visible image, not of the mirrored padding
+            sr01, lq = sr01[:, :, :height * self.scale, :width * self.scale], lq[:, :, :height, :width]
+        sr01 = self.color_correct(sr01, lq, color_fix)  # wavelet: on the padded image, as the official code
         return sr01[:, :, :height * self.scale, :width * self.scale].contiguous()
 
     # ---------------------------------------------------------------------------------------------- checks
@@ -506,7 +511,9 @@ class LPNSRPipeline(nn.Module):
         if bad:
             raise ValueError(f'lq sides {tuple(lq.shape[-2:])} must be multiples of {self.lr_multiple} (pad first)')
 
-    def _check_tile(self, tile: int, tile_overlap: int) -> None:
+    def check_tile(self, tile: int, tile_overlap: int) -> None:
+        """Raise ``ValueError`` unless ``tile`` (LR pixels) is a multiple of the network size multiple and
+        ``tile_overlap`` is in [0, tile)."""
         if tile % self.lr_multiple:
             raise ValueError(f'tile must be a multiple of {self.lr_multiple}, got {tile}')
         if not 0 <= tile_overlap < tile:
@@ -533,12 +540,24 @@ def _check_option_names(opt: Mapping) -> None:
                                f'{list(PIPELINE_NETWORKS)} (e.g. {prefix}unet)')
 
 
+def resolve_checkpoint(key: str, value: Union[str, os.PathLike]) -> Path:
+    """The file named by ``path.<key>``: as given (``~`` expanded; a relative path from the current folder), else a
+    relative path from the repository root (e.g. the shipped ``weights/demo``). Raises ``FileNotFoundError`` naming
+    the key and both places looked in."""
+    checkpoint = Path(str(value)).expanduser()
+    if checkpoint.is_file():
+        return checkpoint
+    if not checkpoint.is_absolute() and (REPO_ROOT / checkpoint).is_file():
+        return REPO_ROOT / checkpoint
+    where = '' if checkpoint.is_absolute() else f' (looked in the current folder {Path.cwd()} and in {REPO_ROOT})'
+    raise FileNotFoundError(f'options: path.{key} = {value} does not exist{where}')
+
+
 def _check_checkpoints_exist(path_opt: Mapping) -> None:
     """Fail before building any (possibly large) network when a named checkpoint is missing."""
     for key, value in path_opt.items():
-        if key.startswith('pretrain_network_') and value is not None and not Path(str(value)).expanduser().is_file():
-            raise FileNotFoundError(f'options: path.{key} = {value} does not exist (relative paths are taken from '
-                                    f'the current folder {Path.cwd()})')
+        if key.startswith('pretrain_network_') and value is not None:
+            resolve_checkpoint(key, value)
 
 
 def _build_and_load(name: str, block: Mapping, path_opt: Mapping) -> nn.Module:
@@ -548,11 +567,7 @@ def _build_and_load(name: str, block: Mapping, path_opt: Mapping) -> nn.Module:
     net = build_network(dict(block))
     checkpoint = path_opt.get(f'pretrain_network_{name}')
     if checkpoint is not None:
-        checkpoint = Path(str(checkpoint)).expanduser()
-        if not checkpoint.is_absolute() and not checkpoint.is_file() and (REPO_ROOT / checkpoint).is_file():
-            checkpoint = REPO_ROOT / checkpoint  # relative to the repository (e.g. the shipped weights/demo)
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f'options: path.pretrain_network_{name} = {checkpoint} does not exist')
+        checkpoint = resolve_checkpoint(f'pretrain_network_{name}', checkpoint)
         load_weights(net, str(checkpoint), param_key=path_opt.get(f'param_key_{name}', 'auto'),
                      strict=path_opt.get(f'strict_load_{name}', True))
         logger.info(f'Loaded network_{name} ({block["type"]}) from {checkpoint}')

@@ -4,6 +4,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import lpnsr_arch  # noqa: F401
@@ -77,6 +78,43 @@ def test_a_bad_checkpoint_is_a_clean_error_that_names_the_file(options_file, tmp
     assert _run(bad_options, '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out')) == 2
     assert 'cut.safetensors: not a readable safetensors file' in caplog.text
     assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+
+
+def test_tile_given_alone_takes_an_overlap_that_fits(options_file, tmp_path, caplog):
+    # the tiny options have tile 32 / overlap 16: --tile 16 alone used to fail every image (overlap 16 >= tile)
+    _inputs(tmp_path / 'in')
+    assert _run(options_file, '-i', str(tmp_path / 'in' / 'rgb.png'), '-o', str(tmp_path / 'out'), '--tile', '16') == 0
+    code = _run(options_file, '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out2'), '--tile', '16',
+                '--tile-overlap', '16')
+    assert code == 2 and 'tile_overlap must be in [0, tile), got 16' in caplog.text
+    assert not (tmp_path / 'out2').exists()  # refused before any image
+
+
+def test_two_inputs_with_one_output_name_do_not_overwrite_each_other(options_file, tmp_path, caplog):
+    inputs = _inputs(tmp_path / 'in')
+    _write(tmp_path / 'in' / 'rgb.jpg', cv2.imread(str(inputs['rgb'])))
+    assert _run(options_file, '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'), '--ext', 'png') == 0
+    assert 'rgb.png: the output' in caplog.text and 'was already written from' in caplog.text  # the later one skipped
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['deep_out.png', 'grey_out.png', 'rgb_out.png',
+                                                                     'rgba_out.png']
+
+
+def test_set_up_errors_exit_2_without_a_traceback(options_file, tmp_path, caplog):
+    _inputs(tmp_path / 'in')
+    options = yaml.safe_load(options_file.read_text())
+    options['path'] = None  # an empty `path:` block
+    empty_path = tmp_path / 'empty_path.yml'
+    empty_path.write_text(yaml.safe_dump(options))
+    out = tmp_path / 'out'
+    assert _run(empty_path, '-i', str(tmp_path / 'in' / 'rgb.png'), '-o', str(out), '--upsampler', 'bicubic') == 0
+    options['network_unet']['no_such_argument'] = 1
+    typo = tmp_path / 'typo.yml'
+    typo.write_text(yaml.safe_dump(options))
+    assert _run(typo, '-i', str(tmp_path / 'in'), '-o', str(out)) == 2
+    assert 'no_such_argument' in caplog.text
+    if not torch.cuda.is_available():
+        assert main(['--opt', str(options_file), '-i', str(tmp_path / 'in'), '-o', str(out), '--device', 'cuda']) == 2
+        assert '--device cuda: cuda is not available here' in caplog.text
 
 
 def test_an_input_is_never_overwritten(options_file, tmp_path, caplog):

@@ -1,4 +1,6 @@
 """The LPNSR inference pipeline (lpnsr_arch/pipeline.py) with the real tiny registered networks."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,8 @@ from lpnsr_arch.archs.pixel_autoencoder_arch import LPNSRPixelAutoencoder
 from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler
 from lpnsr_arch.bench.presets import tiny_options
 from lpnsr_arch.diffusion import NormalDraws, ResShiftDiffusion
-from lpnsr_arch.pipeline import CroppedDraws, InferenceDefaults, LatentNoiseField, LPNSRPipeline, mirror_pad, pad_lr
+from lpnsr_arch.pipeline import (REPO_ROOT, CroppedDraws, InferenceDefaults, LatentNoiseField, LPNSRPipeline, mirror_pad,
+                                 pad_lr, resolve_checkpoint)
 from lpnsr_arch.tiling import plan_tiles
 from lpnsr_arch.weights import save_state_dict
 
@@ -52,6 +55,21 @@ def test_same_seed_is_bit_identical_and_another_seed_differs(pipeline):
     assert 0 <= first.min() and first.max() <= 1
     assert torch.equal(first, pipeline(lr, seed=7))
     assert not torch.equal(first, pipeline(lr, seed=8))
+
+
+def test_an_image_gets_the_same_noise_alone_and_anywhere_in_a_batch(pipeline):
+    a, b = _lr(16, 16, seed=1), _lr(16, 16, seed=2)
+    batch = pipeline(torch.cat([a, b]), seed=3)
+    torch.testing.assert_close(batch[:1], pipeline(a, seed=3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch[1:], pipeline(b, seed=3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pipeline(torch.cat([b, a]), seed=3), batch.flip(0), atol=1e-5, rtol=0)
+
+
+def test_adain_matches_the_visible_image_not_the_padding(pipeline):
+    lr = _lr(9, 9, seed=4) * 0.3 + 0.6  # bright: the official padding to a power of two adds mirrored content
+    out = pipeline(lr, seed=0, color_fix='adain', pad_mode='official', tile=0)
+    reference = torch.nn.functional.interpolate(lr, scale_factor=4, mode='bicubic', align_corners=False)
+    torch.testing.assert_close(out.mean(dim=(2, 3)), reference.clamp(0, 1).mean(dim=(2, 3)), atol=2e-3, rtol=0)
 
 
 def test_seeded_forward_is_sample_func_with_the_seeded_noise_field(pipeline):
@@ -176,7 +194,7 @@ def test_tiled_equals_untiled_away_from_tile_edges_for_a_local_model():
 
 
 # ------------------------------------------------------------------------------------------------ options
-def test_from_options_loads_the_named_checkpoints(pipeline, tmp_path):
+def test_from_options_loads_the_named_checkpoints(pipeline, tmp_path, monkeypatch):
     options = tiny_options()
     for name, net in (('unet', pipeline.denoiser), ('noise', pipeline.noise_predictor)):
         save_state_dict(tmp_path / f'{name}.safetensors', net.state_dict())
@@ -188,6 +206,13 @@ def test_from_options_loads_the_named_checkpoints(pipeline, tmp_path):
     options['path']['pretrain_network_unet'] = str(tmp_path / 'missing.pth')
     with pytest.raises(FileNotFoundError, match='pretrain_network_unet'):
         LPNSRPipeline.from_options(options)
+    # a relative path is looked up in the current folder, then in the repository (the shipped weights/demo)
+    shipped = 'weights/demo/denoiser_resshift.safetensors'
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint('pretrain_network_unet', 'unet.safetensors') == Path('unet.safetensors')
+    assert resolve_checkpoint('pretrain_network_unet', shipped) == REPO_ROOT / shipped
+    with pytest.raises(FileNotFoundError, match=r'path.pretrain_network_noise = nowhere.pth does not exist \(looked'):
+        resolve_checkpoint('pretrain_network_noise', 'nowhere.pth')
     options['path'] = {'pretrain_network_unett': str(tmp_path / 'unet.safetensors')}
     with pytest.raises(KeyError, match='pretrain_network_unett'):
         LPNSRPipeline.from_options(options)

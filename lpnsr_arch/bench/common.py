@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, read_image
+from lpnsr_arch.inference import resolve_device
 from lpnsr_arch.pipeline import LPNSRPipeline, load_options
 
 __all__ = [
@@ -58,11 +59,6 @@ class MethodSpec:
     name: str
     kind: str
     options: Optional[str] = None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU."""
-    return torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if name == 'auto' else name)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_required: bool = False,
