@@ -90,7 +90,13 @@ def load_resume_state(opt: dict) -> Optional[dict]:
     if resume_state_path is None:
         return None
     resume_state = torch.load(resume_state_path, map_location=resume_map_location(opt))
+    # check_resume turns every path.param_key_* 'params_ema' into 'params', those of the networks that are not
+    # resumed (ignore_resume_networks: the frozen ones, still read from their own files) included: keep theirs
+    frozen_keys = {key: opt['path'][key] for key in
+                   (f"param_key_{name[len('network_'):]}" for name in opt['path'].get('ignore_resume_networks') or [])
+                   if key in opt['path']}
     check_resume(opt, resume_state['iter'])
+    opt['path'].update(frozen_keys)
     return resume_state
 
 

@@ -64,3 +64,24 @@ def test_pair_pool_fills_then_returns_stored_pairs() -> None:
 def test_pair_pool_needs_a_multiple_of_the_batch() -> None:
     with pytest.raises(ValueError, match='divisible'):
         TrainingPairPool(size=5).swap(torch.zeros(2, 3, 2, 2), torch.zeros(2, 3, 8, 8))
+
+
+def test_every_shipped_recipe_has_a_pair_pool_that_fits_its_batch() -> None:
+    import yaml
+    checked = 0
+    for path in sorted(Path(__file__).resolve().parents[1].glob('options/**/*.yml')):
+        recipe = yaml.safe_load(path.read_text())
+        queue_size = int(recipe.get('queue_size') or 0)
+        if queue_size:
+            batch = recipe['datasets']['train']['batch_size_per_gpu']
+            assert queue_size % batch == 0, f'{path}: queue_size {queue_size} vs batch_size_per_gpu {batch}'
+            checked += 1
+    assert checked >= 2  # the RRDBNet and SwinIR baseline recipes
+
+
+def test_a_pair_pool_that_does_not_fit_the_batch_is_refused_at_start(tmp_path: Path) -> None:
+    folders = write_images(tmp_path)
+    recipe = tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', folders, name='bad_queue', total_iter=1)
+    recipe['queue_size'] = 3  # batch 2
+    with pytest.raises(ValueError, match='queue_size 3 must be divisible by datasets.train.batch_size_per_gpu 2'):
+        train.main(['-opt', write_recipe(recipe, tmp_path / 'bad_queue.yml')], root_path=str(tmp_path))

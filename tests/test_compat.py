@@ -63,6 +63,21 @@ def test_auto_resume_picks_the_largest_iteration_under_root_path(tmp_path) -> No
     assert opt['path']['pretrain_network_g'].endswith('net_g_10.pth')  # check_resume ran
 
 
+def test_resume_keeps_the_param_keys_of_the_networks_it_does_not_resume(tmp_path) -> None:
+    # BasicSR's check_resume turns every 'params_ema' into 'params'; a frozen network (ignore_resume_networks) is
+    # still read from its own file and must keep its key, or a resumed run trains against other weights
+    state_dir = tmp_path / 'experiments' / 'exp' / 'training_states'
+    state_dir.mkdir(parents=True)
+    torch.save({'iter': 5, 'epoch': 1}, state_dir / '5.state')
+    opt = _opt(tmp_path, auto_resume=True)
+    opt['network_unet'] = {}
+    opt['path'].update(pretrain_network_unet='denoiser.pth', param_key_unet='params_ema', param_key_g='params_ema',
+                       ignore_resume_networks=['network_unet'])
+    compat.load_resume_state(opt)
+    assert opt['path']['pretrain_network_unet'] == 'denoiser.pth' and opt['path']['param_key_unet'] == 'params_ema'
+    assert opt['path']['pretrain_network_g'].endswith('net_g_5.pth') and opt['path']['param_key_g'] == 'params'
+
+
 def test_auto_resume_without_states_starts_fresh(tmp_path) -> None:
     assert compat.load_resume_state(_opt(tmp_path, auto_resume=True)) is None
 

@@ -214,3 +214,10 @@ def test_second_order_prob_gates_the_second_round(monkeypatch, prob, expected_ca
     assert expected_calls[0] <= len(calls) <= expected_calls[1]
     with pytest.raises(ValueError, match='second_order_prob'):
         SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, second_order_prob=-0.1), scale=4)
+
+
+def test_a_training_recipe_gives_test_pairs_its_optional_degradation_keys() -> None:
+    from lpnsr_arch.data.test_pairs import load_recipe
+    options = Path(__file__).resolve().parents[1] / 'options' / 'demo_model' / '03d_noise_predictor_lpnsr_continue.yml'
+    recipe = load_recipe(str(options))
+    assert recipe['degradation']['bicubic_prob'] == 0.3 and recipe['degradation']['second_order_prob'] == 0.5

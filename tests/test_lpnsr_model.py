@@ -248,6 +248,17 @@ def test_resume_restores_both_optimizers_scalers_and_ema(tmp_path):
                 assert torch.equal(value, sb['state'][key][name])
 
 
+def test_a_skipped_generator_and_a_skipped_discriminator_step_both_log(tmp_path):
+    model = LPNSRModel(make_opt(tmp_path, gan_start_iter=0))
+    batch = fixed_batch()
+    bad = dict(batch, gt=batch['gt'].clone())
+    bad['gt'][0, 0, 0, 0] = float('nan')
+    model.feed_data(bad)
+    model.optimize_parameters(1)  # a generator iteration
+    model.optimize_parameters(2)  # a discriminator iteration (disc_update_freq 2): merging the logs used to raise
+    assert model.log_dict == {'skipped_steps': 1.0, 'skipped_steps_d': 2.0}  # the run's count after each step
+
+
 def test_nan_loss_skips_the_step(tmp_path):
     model = LPNSRModel(make_opt(tmp_path, with_d=False))
     batch = fixed_batch()

@@ -255,6 +255,13 @@ def test_misspelt_option_names_the_key(tmp_path, section, key):
         ResShiftModel(opt)
 
 
+def test_a_pair_pool_is_refused_not_ignored(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['queue_size'] = 16
+    with pytest.raises(KeyError, match='queue_size: ResShiftModel keeps no training-pair pool'):
+        ResShiftModel(opt)
+
+
 def test_frozen_networks_must_be_ignored_on_resume(tmp_path):
     opt = make_opt(tmp_path)
     opt['path']['ignore_resume_networks'] = ['network_upsampler']

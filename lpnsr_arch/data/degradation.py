@@ -34,6 +34,9 @@ DEGRADATION_KEYS: Dict[str, Optional[int]] = {
     'noise_range2': 2, 'poisson_scale_range2': 2, 'gray_noise_prob2': None, 'jpeg_range2': 2,
 }
 
+#: This project's optional top-level degradation keys (see :class:`SecondOrderDegradation`).
+OPTIONAL_DEGRADATION_KEYS = ('second_order_prob', 'bicubic_prob')
+
 #: Real-ESRGAN x4plus values of :data:`DEGRADATION_KEYS` (used by the dataset scripts when no recipe is given).
 REALESRGAN_X4PLUS_DEGRADATION: Dict[str, object] = {
     'resize_prob': [0.2, 0.7, 0.1], 'resize_range': [0.15, 1.5], 'gaussian_noise_prob': 0.5,

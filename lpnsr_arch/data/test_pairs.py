@@ -16,7 +16,8 @@ import yaml
 from basicsr.utils import img2tensor, set_random_seed, tensor2img
 from basicsr.utils.matlab_functions import imresize
 
-from lpnsr_arch.data.degradation import DEGRADATION_KEYS, REALESRGAN_X4PLUS_DEGRADATION, SecondOrderDegradation
+from lpnsr_arch.data.degradation import (DEGRADATION_KEYS, OPTIONAL_DEGRADATION_KEYS, REALESRGAN_X4PLUS_DEGRADATION,
+                                        SecondOrderDegradation)
 from lpnsr_arch.data.realesrgan_crop_dataset import (REALESRGAN_X4PLUS_KERNELS, LPNSRRealESRGANDataset,
                                                      check_gt_source)
 
@@ -37,7 +38,8 @@ def load_recipe(path: Optional[str]) -> Dict[str, dict]:
     missing = [key for key in REALESRGAN_X4PLUS_KERNELS if key not in train_opt]
     if missing:
         raise KeyError(f"--opt '{path}': datasets.train lacks kernel option(s) {missing}")
-    return {'degradation': {key: recipe[key] for key in DEGRADATION_KEYS if key in recipe},
+    keys = (*DEGRADATION_KEYS, *OPTIONAL_DEGRADATION_KEYS)
+    return {'degradation': {key: recipe[key] for key in keys if key in recipe},
             'kernels': {key: train_opt[key] for key in REALESRGAN_X4PLUS_KERNELS}}
 
 

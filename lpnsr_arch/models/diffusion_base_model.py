@@ -125,6 +125,19 @@ def build_optimizer(block_name: str, options: Mapping, params: Sequence[nn.Param
 # --------------------------------------------------------------------------------------------------------------
 # The shared model
 # --------------------------------------------------------------------------------------------------------------
+def all_processes_agree(flag: bool, device: torch.device) -> bool:
+    """``flag`` and-ed over the processes of a distributed run (one all-reduce); ``flag`` itself otherwise.
+
+    Lets every process take the same branch (e.g. skip a step) so that none is left waiting in a collective.
+    """
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    agreed = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+    return bool(agreed.item())
+
+
 class DiffusionSRModel(SRModel):
     """Abstract base of the diffusion training models (``net_g`` is the trained network, everything else frozen).
 
@@ -185,6 +198,9 @@ class DiffusionSRModel(SRModel):
             if unknown:
                 raise KeyError(f'unknown option(s) {["train." + k for k in unknown]} for {type(self).__name__}; '
                                f'expected a subset of {sorted(self.TRAIN_KEYS)}')
+            if int(opt.get('queue_size') or 0):
+                raise KeyError(f'queue_size: {type(self).__name__} keeps no training-pair pool (only the baseline '
+                               'models do); remove the key or set it to 0')
             ignored = set((opt.get('path') or {}).get('ignore_resume_networks') or [])
             missing = [k for k in self.FROZEN_NETWORKS if opt.get(k) and k not in ignored]
             if missing:
@@ -326,6 +342,10 @@ class DiffusionSRModel(SRModel):
             if bad:
                 self.logger.warning(f'iter {current_iter}: non-finite loss {bad} '
                                     f'({ {k: float(v.detach()) for k, v in terms.items()} }); the step is skipped')
+            if not all_processes_agree(not bad, self.device):  # every process skips together, before any backward
+                if not bad:
+                    self.logger.warning(f'iter {current_iter}: another process had a non-finite loss; the step is '
+                                        'skipped on all of them')
                 return None
             scaler.scale(sum(terms.values()) * share).backward()
             for name, value in terms.items():

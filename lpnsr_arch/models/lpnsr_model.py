@@ -174,7 +174,9 @@ class LPNSRModel(DiffusionSRModel):
         else:
             self._update_generator(current_iter, use_gan)
         # G and D alternate: report the latest values of both, so every print shows the generator losses too
-        self.log_dict = OrderedDict(**self.last_g_log, **self.last_d_log)
+        self.log_dict = OrderedDict(self.last_g_log)
+        for name, value in self.last_d_log.items():  # both sides may report skipped_steps: name D's apart
+            self.log_dict[f'{name}_d' if name in self.log_dict else name] = value
 
     def _update_generator(self, current_iter: int, use_gan: bool) -> None:
         if self.net_d is not None:

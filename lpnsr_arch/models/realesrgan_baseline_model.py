@@ -76,6 +76,9 @@ class SyntheticPairMixin:
         self.degradation = SecondOrderDegradation(opt=opt, scale=int(opt['scale'])).to(self.device)
         self.usm_sharpener = USMSharp().to(self.device) if opt.get('gt_usm', True) else None
         queue_size = int(opt.get('queue_size', 0))
+        batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
+        if queue_size > 0 and batch and queue_size % int(batch):  # found now, not at the first training iteration
+            raise ValueError(f'queue_size {queue_size} must be divisible by datasets.train.batch_size_per_gpu {batch}')
         self.pair_pool = TrainingPairPool(size=queue_size) if queue_size > 0 else None
 
     @torch.no_grad()
