@@ -66,8 +66,10 @@ def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> Non
     make_test_pairs(hr=str(out / 'hr'), out=str(out / 'pairs'), degradation_name='realesrgan', scale=4, seed=seed,
                     recipe_path=str(REPO_ROOT / DEGRADATION_RECIPE))
     lq_dir, gt_dir = out / 'pairs' / 'lq', out / 'pairs' / 'gt'
-    inference_main(['-i', str(lq_dir), '-o', str(out / 'sr'), '--opt', str(REPO_ROOT / LPNSR_OPTIONS), '--seed',
-                    str(seed), '--device', device, '--suffix', 'lpnsr'])
+    code = inference_main(['-i', str(lq_dir), '-o', str(out / 'sr'), '--opt', str(REPO_ROOT / LPNSR_OPTIONS),
+                           '--seed', str(seed), '--device', device, '--suffix', 'lpnsr', '--precision', 'fp32'])
+    if code != 0:  # the saved outputs, the table and the sheets all run in fp32, so that they agree
+        raise RuntimeError(f'the LPNSR inference step failed (exit status {code}); see the errors above')
     quality.main(['--method', 'bicubic', '--method', f'rrdbnet=basicsr:{REPO_ROOT / RRDBNET_OPTIONS}', '--method',
                   f'lpnsr=lpnsr:{REPO_ROOT / LPNSR_OPTIONS}', '--dataset', f'skimage_demo={gt_dir},{lq_dir}',
                   '--seed', str(seed), '--device', device, '--out', str(out)])

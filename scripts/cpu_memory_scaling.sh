@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OPT=${1:-options/demo/inference_lpnsr_demo.yml}
 TILE=${2:-128}
-shift 2 2>/dev/null || true
+shift $(( $# < 2 ? $# : 2 ))
 SIZES=${*:-128 256 512 1024}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

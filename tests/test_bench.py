@@ -155,3 +155,22 @@ def test_compare_sheet_writes_a_grid(dataset, options_file, tmp_path):
     assert row['columns'] == 'LR | bicubic | lpnsr-tiny s0 | lpnsr-tiny s1 | GT'
     sheet = cv2.imread(row['sheet'])
     assert sheet.shape == (2 * (32 + compare_sheet.LABEL_HEIGHT), 5 * 32, 3)
+
+
+def test_a_gt_at_another_scale_is_refused_with_its_path(dataset, tmp_path):
+    from lpnsr_arch.bench.common import read_gt
+    gt = dataset / 'gt' / 'b_big.png'  # 256 px
+    assert read_gt(gt, (1, 3, 254, 253)).shape == (254, 253, 3)  # a mod-crop remainder is fine
+    with pytest.raises(ValueError, match='b_big.png: GT \\(256, 256\\) does not match the x4 output \\(128, 128\\)'):
+        read_gt(gt, (1, 3, 128, 128))  # an x8 LR against this GT
+    with pytest.raises(ValueError, match='a_small.png'):  # the sheet checks its GT the same way
+        compare_sheet.main(['--lq', str(dataset / 'lq' / 'b_bigx4.png'), '--gt', str(dataset / 'gt' / 'a_small.png'),
+                            '--device', 'cpu', '--out', str(tmp_path)])
+
+
+def test_basicsr_method_checkpoints_resolve_from_the_repository(tmp_path, monkeypatch):
+    from lpnsr_arch.bench.common import build_method
+    monkeypatch.chdir(tmp_path)  # the options name weights/demo/... relative to the repository
+    options = Path(__file__).resolve().parents[1] / 'options' / 'demo' / 'test_rrdbnet_upsampler_demo.yml'
+    method = build_method(parse_method(f'rrdbnet=basicsr:{options}'), device=torch.device('cpu'))
+    assert method.upscale(torch.rand(1, 3, 8, 8), 0).shape == (1, 3, 32, 32)

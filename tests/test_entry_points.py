@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import lpnsr_arch  # noqa: F401
 from lpnsr_arch import test as test_entry
@@ -96,6 +97,14 @@ def test_make_test_pairs_is_reproducible_and_mod_crops(tmp_path: Path) -> None:
     assert np.array_equal(lq_a, cv2.imread(str(tmp_path / 'b' / 'lq' / 'img1.png')))
     make_test_pairs.main(['--hr', str(tmp_path / 'hr'), '--out', str(tmp_path / 'c'), '--degradation', 'bicubic'])
     assert not np.array_equal(lq_a, cv2.imread(str(tmp_path / 'c' / 'lq' / 'img1.png')))
+    recipe = yaml.safe_load((REPO_ROOT / 'options' / 'demo_model' / '01_upsampler_rrdbnet.yml').read_text())
+    for out, bicubic_prob in (('e', 1.0), ('f', 0.0)):  # the training mix's clean pairs do not reach test pairs
+        recipe['bicubic_prob'] = bicubic_prob
+        (tmp_path / f'{out}.yml').write_text(yaml.safe_dump(recipe))
+        make_test_pairs.main(['--hr', str(tmp_path / 'hr'), '--out', str(tmp_path / out), '--opt',
+                              str(tmp_path / f'{out}.yml')])
+    assert np.array_equal(cv2.imread(str(tmp_path / 'e' / 'lq' / 'img1.png')),
+                          cv2.imread(str(tmp_path / 'f' / 'lq' / 'img1.png')))
     with pytest.raises(FileNotFoundError, match='missing_hr'):
         make_test_pairs.main(['--hr', str(tmp_path / 'missing_hr'), '--out', str(tmp_path / 'd')])
 

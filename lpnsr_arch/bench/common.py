@@ -27,12 +27,12 @@ from torch import Tensor, nn
 from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, read_image
 from lpnsr_arch.inference import resolve_device
-from lpnsr_arch.pipeline import LPNSRPipeline, load_options
+from lpnsr_arch.pipeline import LPNSRPipeline, load_options, resolve_checkpoint
 
 __all__ = [
     'Method', 'ImagePair', 'parse_method', 'build_method', 'load_pairs', 'parse_dataset', 'to_bgr255',
-    'psnr_ssim_y', 'niqe_y', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device', 'add_run_arguments',
-    'parse_run_arguments'
+    'psnr_ssim_y', 'niqe_y', 'check_gt_size', 'read_gt', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device',
+    'add_run_arguments', 'parse_run_arguments'
 ]
 
 logger = logging.getLogger('lpnsr_arch.bench')
@@ -112,6 +112,7 @@ def _basicsr_network(options_path: str, device: torch.device) -> nn.Module:
     net = build_network(dict(options['network_g']))
     checkpoint = (options.get('path') or {}).get('pretrain_network_g')
     if checkpoint:
+        checkpoint = resolve_checkpoint('pretrain_network_g', checkpoint)  # current folder, then the repository
         load_weights(net, checkpoint, param_key=(options.get('path') or {}).get('param_key_g', 'auto'))
     else:
         logger.warning(f'{options_path}: no path.pretrain_network_g; the network has random weights')
@@ -206,12 +207,20 @@ def to_bgr255(image01: Tensor) -> np.ndarray:
     return np.round(array * 255.0).astype(np.float64)
 
 
-def read_gt(path: Path, sr_shape: Sequence[int]) -> np.ndarray:
-    """The GT as BGR [0, 255], cropped to the SR size (mod-crop)."""
+def check_gt_size(path: Path, gt_size: Sequence[int], sr_size: Sequence[int], scale: int = 4) -> None:
+    """Raise ``ValueError`` naming ``path`` unless the GT (height, width) is the SR size plus a mod-crop remainder
+    (fewer than ``scale`` pixels per side): anything else is a pair at another scale or a wrong file."""
+    (gt_h, gt_w), (sr_h, sr_w) = tuple(gt_size[-2:]), tuple(sr_size[-2:])
+    if not (0 <= gt_h - sr_h < scale and 0 <= gt_w - sr_w < scale):
+        raise ValueError(f'{path}: GT {(gt_h, gt_w)} does not match the x{scale} output {(sr_h, sr_w)} (up to a '
+                         f'mod-crop of fewer than {scale} px): another scale, or not this LR image\'s GT')
+
+
+def read_gt(path: Path, sr_shape: Sequence[int], scale: int = 4) -> np.ndarray:
+    """The GT as BGR [0, 255], cropped to the SR size (mod-crop; see :func:`check_gt_size`)."""
     gt01, _ = read_image(path)
+    check_gt_size(path, gt01.shape, sr_shape, scale)
     height, width = sr_shape[-2:]
-    if gt01.shape[-2] < height or gt01.shape[-1] < width:
-        raise ValueError(f'{path}: GT {tuple(gt01.shape[-2:])} is smaller than the SR output {(height, width)}')
     return to_bgr255(gt01[:, :, :height, :width])
 
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, build_method, parse_method, parse_run_arguments,
-                                     report)
+from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, build_method, check_gt_size, parse_method,
+                                     parse_run_arguments, report)
 from lpnsr_arch.imageio import read_image, write_image
 
 __all__ = ['Crop', 'parse_crop', 'build_sheet', 'main']
@@ -101,6 +101,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
     for index, lq_path in enumerate(args.lq):
         lr01, _ = read_image(lq_path)
         gt01 = read_image(args.gt[index])[0] if args.gt else None
+        if gt01 is not None:
+            check_gt_size(args.gt[index], gt01.shape, (lr01.shape[-2] * 4, lr01.shape[-1] * 4))
         sheet, labels = build_sheet(lr01, gt01, methods, crops or [_centre_crop(*lr01.shape[-2:])],
                                     seeds=tuple(args.seeds))
         out_path = args.out / f'{lq_path.stem}_sheet.png'

@@ -77,10 +77,12 @@ def realesrgan_lq(gt_bgr01: np.ndarray, *, degradation: SecondOrderDegradation,
 
 def make_test_pairs(*, hr: str, out: str, degradation_name: str, scale: int, seed: int,
                     recipe_path: Optional[str] = None) -> List[str]:
-    """Write the pairs; returns the image names."""
+    """Write the pairs; returns the image names. ``realesrgan`` degrades every image (a recipe's ``bicubic_prob`` is
+    set to 0: ``bicubic`` is the way to clean pairs); its other settings, ``second_order_prob`` included, apply."""
     if degradation_name not in DEGRADATIONS:
         raise ValueError(f'--degradation must be one of {DEGRADATIONS}, got {degradation_name!r}')
     recipe = load_recipe(recipe_path)
+    recipe['degradation']['bicubic_prob'] = 0.0
     dataset_opt = {'name': 'make_test_pairs', 'dataroot_gt': hr, 'io_backend': {'type': 'disk'},
                    'use_hflip': False, 'use_rot': False, **recipe['kernels']}
     check_gt_source(dataset_opt)
