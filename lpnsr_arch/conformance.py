@@ -81,7 +81,10 @@ def read_vectors(path: Path) -> tuple[Dict[str, object], Dict[str, Tensor]]:
         raise CheckpointError(f'{path}: not a readable safetensors vector file ({err})') from err
     if 'config' not in metadata:
         raise KeyError(f'{path}: the metadata has no "config" entry (see shared/conformance/README.md)')
-    config = json.loads(metadata['config'])
+    try:
+        config = json.loads(metadata['config'])
+    except json.JSONDecodeError as err:
+        raise ValueError(f'{path}: the "config" metadata entry is not valid JSON ({err})') from err
     for key in ('unet', 'noise_predictor', 'vq', 'diffusion'):
         if key not in config:
             raise KeyError(f'{path}: config lacks the {key!r} section')
@@ -153,7 +156,7 @@ def chain_outputs(models: VectorModels, case: Mapping[str, Tensor]) -> tuple[Ten
     """The official ``sample_func`` output in [-1, 1] and the colour-corrected image in [0, 1] for ``case``
     (``lr`` and the injected ``draw0..draw4``), computed by the project's inference pipeline."""
     pipeline = models.pipeline()
-    draw_names = sorted(k for k in case if k.startswith('draw'))
+    draw_names = sorted((k for k in case if k.startswith('draw')), key=lambda k: int(k[len('draw'):]))  # 2 < 10
     draws = NormalDraws(injected=[case[k] for k in draw_names])
     sr = pipeline.sample_func(case['lr'], draws=draws, noise='learned', precision='fp32')
     final = pipeline.color_correct(sr * 0.5 + 0.5, case['lr'], color_fix='wavelet')

@@ -110,15 +110,28 @@ def _is_derived_buffer(key: str) -> bool:
 
 
 def check_compatibility(net: nn.Module, state: Mapping[str, Tensor], source: str = '<state dict>') -> None:
-    """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped keys (derived Swin buffers exempt)."""
+    """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped keys. The derived Swin buffers are
+    exempt, except that a checkpoint holding shift masks must hold them for the same blocks as the network."""
     expected = net.state_dict()
     missing = [k for k in expected if k not in state and not _is_derived_buffer(k)]
     unexpected = [k for k in state if k not in expected and not _is_derived_buffer(k)]
     shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(v.shape)}' for k, v in expected.items()
               if k in state and tuple(state[k].shape) != tuple(v.shape) and not _is_derived_buffer(k)]
-    if missing or unexpected or shapes:
+    # The masks' values are rebuilt, but which blocks have one is the build's shift layout (image_size, window): a
+    # checkpoint that stores masks must store them for exactly the network's shifted blocks
+    masks_in_state = {k for k in state if k.endswith('attn_mask')}
+    masks_in_net = {k for k in expected if k.endswith('attn_mask')}
+    layout = []
+    if masks_in_state and masks_in_state != masks_in_net:
+        layout = sorted(f'{k} ({"checkpoint only" if k in masks_in_state else "network only"})'
+                        for k in masks_in_state ^ masks_in_net)
+    if missing or unexpected or shapes or layout:
         lines = [f'{source} does not fit {type(net).__name__}:']
-        for title, items in (('missing keys', missing), ('unexpected keys', unexpected), ('wrong shapes', shapes)):
+        if layout:
+            lines.append('  the shifted Swin blocks differ (the network was built with another image_size or '
+                         'window_size than the checkpoint)')
+        for title, items in (('missing keys', missing), ('unexpected keys', unexpected), ('wrong shapes', shapes),
+                             ('shift masks', layout)):
             if items:
                 more = f' ... (+{len(items) - 20} more)' if len(items) > 20 else ''
                 lines.append(f'  {title} ({len(items)}): ' + ', '.join(items[:20]) + more)

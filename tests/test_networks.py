@@ -71,6 +71,19 @@ def test_bad_sizes_and_modes_are_clear_errors(tiny_unet_kwargs):
                   torch.tensor([1]), mode='median')
     with pytest.raises(TypeError):
         LPNSRResShiftUNet(**tiny_unet_kwargs, windw_size=8)  # a misspelt argument is not swallowed
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([1, 2])
+    for lq in (torch.zeros(2, 3, 32, 32), torch.zeros(1, 3, 16, 16)):  # an LR of another size, or another batch
+        with pytest.raises(ValueError, match=r'lq is .* needs \(2, 3, 16, 16\)'):
+            unet(x, t, lq=lq)
+        with pytest.raises(ValueError, match=r'lq is .* needs \(2, 3, 16, 16\)'):
+            predictor(x, x, lq, t, mode='mean')
+    raw = LPNSRNoisePredictor(**tiny_unet_kwargs, double_z=False)  # no distribution: its noise cannot be drawn
+    for mode in ('sample', 'mean', 'dist'):
+        with pytest.raises(ValueError, match=f"mode '{mode}' needs double_z=True"):
+            raw(x, x, torch.zeros(2, 3, 16, 16), t, mode=mode)
+    assert raw(x, x, torch.zeros(2, 3, 16, 16), t, mode='raw').shape == (2, 3, 16, 16)
+    with pytest.raises(ValueError, match='set num_heads'):
+        LPNSRResShiftUNet(**dict(tiny_unet_kwargs, num_heads=-1, num_head_channels=-1))
 
 
 def test_construction_time_shift_rule():
@@ -98,6 +111,9 @@ def test_vq_round_trip_and_quantisation(tiny_vq_kwargs):
     vq.quantize(z).sum().backward()
     assert torch.equal(z.grad, torch.ones_like(z))
     assert vq.decode(z.detach()).shape == (1, 3, 32, 48)
+    reference = vq.quantize.indices(z.detach())
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # nearest codes in float32 under autocast too
+        assert torch.equal(vq.quantize.indices(z.detach()), reference)
 
 
 def test_pixel_autoencoder_is_exact():

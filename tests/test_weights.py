@@ -106,3 +106,15 @@ def test_missing_file_and_param_key(tmp_path, unet):
     torch.save({'params': unet.state_dict()}, tmp_path / 'p.pth')
     with pytest.raises(CheckpointError, match="no entry 'params_ema'"):
         read_state_dict(tmp_path / 'p.pth', param_key='params_ema')
+
+
+def test_a_checkpoint_of_another_shift_layout_is_refused(tmp_path, unet, tiny_unet_kwargs):
+    # image_size decides which Swin blocks shift; the masks' values are rebuilt, but not which blocks have one
+    other = LPNSRResShiftUNet(**dict(tiny_unet_kwargs, image_size=8, lq_size=8))  # 8 = window: no shift at level 0
+    assert {k for k in other.state_dict() if k.endswith('attn_mask')} != \
+        {k for k in unet.state_dict() if k.endswith('attn_mask')}
+    path = tmp_path / 'unet16.safetensors'
+    save_state_dict(path, unet.state_dict())
+    with pytest.raises(CheckpointError, match=r'(?s)shifted Swin blocks differ.*shift masks'):
+        load_weights(other, path)
+    load_weights(LPNSRResShiftUNet(**tiny_unet_kwargs), path)  # the same layout loads

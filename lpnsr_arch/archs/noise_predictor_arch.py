@@ -15,7 +15,7 @@ from torch import Tensor
 from lpnsr_arch.archs.unet_blocks import SwinUNet
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
-MODES = ('sample', 'mean', 'dist')
+MODES = ('sample', 'mean', 'dist', 'raw')
 
 
 @ARCH_REGISTRY.register()
@@ -24,12 +24,15 @@ class LPNSRNoisePredictor(SwinUNet):
 
     Args: the Swin-UNet arguments as in :class:`~lpnsr_arch.archs.resshift_unet_arch.LPNSRResShiftUNet`, where
     ``in_channels`` is the latent channel count (the first conv sees ``2 * in_channels + 3``), and ``double_z``
-    (output mean and log-variance; ``False`` returns the raw ``out_channels`` map).
+    (output mean and log-variance; ``False`` builds a network with no distribution: only ``mode='raw'`` works,
+    returning the ``out_channels`` map).
 
-    Shapes: ``z_t``, ``pred_x0`` (B, C, h, w) latents; ``lq`` (B, 3, h, w) LR in [-1, 1] (an LR at twice the latent
-    size is pixel-unshuffled, as the official code does); ``timesteps`` int64 (B,).
+    Shapes: ``z_t``, ``pred_x0`` (B, C, h, w) latents; ``lq`` (B, 3, h*r, w*r) LR in [-1, 1] with r = ``lq_size /
+    image_size`` (1 in the official configurations; the official code's pixel-unshuffle of an LR of another size
+    cannot feed its first conv and is not kept: a wrong size is a ``ValueError``); ``timesteps`` int64 (B,).
     Modes: ``'dist'`` -> ``(mean, logvar)``; ``'mean'`` -> mean; ``'sample'`` -> ``mean + exp(logvar / 2) * noise``
-    where ``noise`` is given or drawn with ``generator`` (``randn_like`` when neither).
+    where ``noise`` is given or drawn with ``generator`` (``randn_like`` when neither); ``'raw'`` (``double_z=False``
+    only) -> the output map.
     """
 
     def __init__(self, *, image_size: int = 64, in_channels: int = 3, model_channels: int = 160,
@@ -57,8 +60,6 @@ class LPNSRNoisePredictor(SwinUNet):
         """(mean, logvar), each (B, out_channels, h, w); logvar clamped to [-30, 20]."""
         if not self.double_z:
             raise ValueError('this noise predictor was built with double_z=False: it has no distribution')
-        if lq is not None and lq.shape[-2:] != z_t.shape[-2:]:
-            lq = torch.nn.functional.pixel_unshuffle(lq, 2)
         out = self.run(torch.cat([z_t, pred_x0], dim=1), timesteps, lq)
         mean, logvar = out.chunk(2, dim=1)
         return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
@@ -68,7 +69,10 @@ class LPNSRNoisePredictor(SwinUNet):
                 generator: Optional[torch.Generator] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-        if not self.double_z:
+        if (mode == 'raw') != (not self.double_z):
+            raise ValueError(f"mode {mode!r} needs double_z={mode != 'raw'}; this predictor has "
+                             f'double_z={self.double_z}')
+        if mode == 'raw':
             return self.run(torch.cat([z_t, pred_x0], dim=1), timesteps, lq)
         mean, logvar = self.distribution(z_t, pred_x0, lq, timesteps)
         if mode == 'dist':

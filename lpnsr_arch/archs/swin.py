@@ -58,7 +58,7 @@ def official_shift_mask_cpu(height: int, width: int, window_size: int, shift_siz
     return torch.zeros(differ.shape, dtype=torch.float32).masked_fill(differ, MASK_VALUE)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)  # masks are 256*H*W bytes each (device memory): keep a few sizes only
 def _cached_shift_mask(height: int, width: int, window_size: int, shift_size: int, device: torch.device,
                        dtype: torch.dtype) -> Tensor:
     return official_shift_mask_cpu(height, width, window_size, shift_size).to(device=device, dtype=dtype)

@@ -124,6 +124,9 @@ class SwinUNet(nn.Module):
             num_res_blocks = [num_res_blocks] * len(channel_mult)
         if len(num_res_blocks) != len(channel_mult):
             raise ValueError(f'num_res_blocks {list(num_res_blocks)} and channel_mult {list(channel_mult)} differ in length')
+        if num_head_channels == -1 and num_heads < 1:
+            raise ValueError(f'set num_heads (>= 1) or num_head_channels; got num_heads={num_heads} and '
+                             'num_head_channels=-1')
         if num_head_channels != -1:
             if swin_embed_dim % num_head_channels:
                 raise ValueError(f'swin_embed_dim {swin_embed_dim} is not divisible by num_head_channels {num_head_channels}')
@@ -135,6 +138,7 @@ class SwinUNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
         lq_channels = 0
+        self.lq_ratio = lq_size // image_size if cond_lq else 1
         if cond_lq:
             if lq_size == image_size:
                 self.feature_extractor: nn.Module = nn.Identity()
@@ -212,6 +216,10 @@ class SwinUNet(nn.Module):
         if lq is not None:
             if not self.cond_lq:
                 raise ValueError('this network was built with cond_lq=False but received an LR condition')
+            expected = (x.shape[0], 3, x.shape[-2] * self.lq_ratio, x.shape[-1] * self.lq_ratio)
+            if tuple(lq.shape) != expected:
+                raise ValueError(f'lq is {tuple(lq.shape)}; this network (lq_size / image_size = {self.lq_ratio}) '
+                                 f'needs {expected} for a latent of {tuple(x.shape)}')
             x = torch.cat([x, self.feature_extractor(lq.to(x.dtype))], dim=1)
         elif self.cond_lq:
             raise ValueError('this network needs the LR condition `lq`')

@@ -67,7 +67,8 @@ class LPNSRBicubicUpsampler(nn.Module):
 class LPNSRBicubicResidualRRDBNet(RRDBNet):
     """BasicSR ``RRDBNet`` plus a global bicubic skip: ``out = bicubic(x) + RRDBNet(x)``.
 
-    Same constructor and state-dict keys as ``RRDBNet`` (x4 only, like its ``num_in_ch`` = 3 path). ``conv_last`` starts
+    Same state-dict keys as ``RRDBNet`` and its constructor arguments but ``scale`` (x4 only: BasicSR's ``RRDBNet``
+    takes ``scale`` for its pixel-unshuffle x1/x2 inputs, which this network has no use for). ``conv_last`` starts
     at zero, so an untrained network returns exactly the bicubic upscale and training only has to learn the
     correction (denoising, deblurring, detail). Input (B, 3, H, W) in [0, 1]; output (B, 3, 4H, 4W), not clamped.
     """

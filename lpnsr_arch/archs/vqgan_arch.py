@@ -198,15 +198,17 @@ class VectorQuantizer(nn.Module):
         self.chunk = chunk
 
     def indices(self, z: Tensor) -> Tensor:
-        """Code indices (B, h, w) of the nearest codebook vectors to ``z`` (B, C, h, w)."""
+        """Code indices (B, h, w) of the nearest codebook vectors to ``z`` (B, C, h, w); distances in float32, also
+        under autocast (in bf16 the nearest code changes at a fifth of the positions)."""
         b, c, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
-        codes = self.embedding.weight.float()
-        code_sq = (codes**2).sum(dim=1)
-        out = []
-        for part in flat.split(self.chunk):
-            dist = (part**2).sum(dim=1, keepdim=True) + code_sq - 2 * part @ codes.t()
-            out.append(dist.argmin(dim=1))
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
+            codes = self.embedding.weight.float()
+            code_sq = (codes**2).sum(dim=1)
+            out = []
+            for part in flat.split(self.chunk):
+                dist = (part**2).sum(dim=1, keepdim=True) + code_sq - 2 * part @ codes.t()
+                out.append(dist.argmin(dim=1))
         return torch.cat(out).view(b, h, w)
 
     def forward(self, z: Tensor) -> Tensor:
