@@ -34,8 +34,8 @@ OOM_HINT = 'If you run out of memory, try a smaller --tile (e.g. 128) or --tile-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option defaults to the options file's ``inference:`` block)."""
     parser = argparse.ArgumentParser(prog='lpnsr', description='LPNSR 4x super-resolution of an image or folder.')
-    parser.add_argument('-i', '--input', type=Path, default=Path('inputs'), help='input image or folder')
-    parser.add_argument('-o', '--output', type=Path, default=Path('results'), help='output folder')
+    parser.add_argument('-i', '--input', type=Path, default=Path('inputs'), help='input image, or a folder (its image files; subfolders are not searched)')
+    parser.add_argument('-o', '--output', type=Path, default=Path('results'), help='output folder, created if needed (always a folder)')
     parser.add_argument('--opt', type=Path, default=DEFAULT_OPTIONS, help='options YAML naming networks/weights')
     parser.add_argument('--tile', type=int, default=None, help='LR tile size (0: off; default from the options)')
     parser.add_argument('--tile-overlap', type=int, default=None, help='LR pixels shared by neighbouring tiles')
@@ -129,6 +129,8 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
     from tqdm import tqdm
 
     precision = args.precision or ('bf16' if device.type == 'cuda' else 'fp32')
+    if precision == 'fp16' and device.type == 'cpu':
+        logger.warning('--precision fp16 on a CPU is very slow (about 20x fp32 here); bf16 is the fast CPU choice')
     seed = pipeline.defaults.seed if args.seed is None else args.seed
     tile, tile_overlap = tiling_settings(pipeline, args.tile, args.tile_overlap)
     protected = {p.resolve() for p in inputs}

@@ -503,6 +503,10 @@ class LPNSRPipeline(nn.Module):
             raise ValueError(f'lr01 must be shaped (B, 3, H, W), got {tuple(lr01.shape)}')
         if not lr01.is_floating_point():
             raise TypeError(f'lr01 must be a float tensor in [0, 1], got {lr01.dtype}')
+        low, high = float(lr01.min()), float(lr01.max())  # one host sync per call, before any network
+        if low < -1e-3 or high > 1 + 1e-3:
+            raise ValueError(f'lr01 must be in [0, 1], got values in [{low:.4g}, {high:.4g}]'
+                             + (' (an image in 0..255? divide it by 255)' if high > 2 else ''))
 
     def _check_lq(self, lq: Tensor) -> None:
         if lq.ndim != 4 or lq.shape[1] != 3:

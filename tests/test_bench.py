@@ -57,6 +57,8 @@ def test_shared_cli_arguments():
     with pytest.raises(SystemExit):  # speed has its own --tile default and no --precision
         speed.build_parser().parse_args(['--precision', 'bf16'])
     assert speed.build_parser().parse_args([]).tile == 256
+    with pytest.raises(SystemExit):  # --limit 0 is refused, not read as "all"
+        quality.build_parser().parse_args(['--method', 'bicubic', '--dataset', 'd=a,b', '--limit', '0'])
 
 
 def test_niqe_needs_two_blocks(dataset):

@@ -65,6 +65,11 @@ def test_an_image_gets_the_same_noise_alone_and_anywhere_in_a_batch(pipeline):
     torch.testing.assert_close(pipeline(torch.cat([b, a]), seed=3), batch.flip(0), atol=1e-5, rtol=0)
 
 
+def test_an_image_outside_0_1_is_refused(pipeline):
+    with pytest.raises(ValueError, match=r'lr01 must be in \[0, 1\], got values in .* divide it by 255'):
+        pipeline(_lr(8, 8) * 255, seed=0)  # a float image in 0..255 used to come back all white
+
+
 def test_adain_matches_the_visible_image_not_the_padding(pipeline):
     lr = _lr(9, 9, seed=4) * 0.3 + 0.6  # bright: the official padding to a power of two adds mirrored content
     out = pipeline(lr, seed=0, color_fix='adain', pad_mode='official', tile=0)

@@ -32,7 +32,7 @@ from lpnsr_arch.pipeline import LPNSRPipeline, load_options, resolve_checkpoint
 __all__ = [
     'Method', 'ImagePair', 'parse_method', 'build_method', 'load_pairs', 'parse_dataset', 'to_bgr255',
     'psnr_ssim_y', 'niqe_y', 'check_gt_size', 'read_gt', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device',
-    'add_run_arguments', 'parse_run_arguments'
+    'add_run_arguments', 'parse_run_arguments', 'positive_int'
 ]
 
 logger = logging.getLogger('lpnsr_arch.bench')
@@ -71,6 +71,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_req
         parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, ...')
     parser.add_argument('--out', type=Path, required=out_required, default=None, help=out_help)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (``--limit 0`` is refused, not read as "all")."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
 
 
 def parse_run_arguments(parser: argparse.ArgumentParser,

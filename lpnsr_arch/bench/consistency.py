@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from lpnsr_arch.bench.common import (Table, add_run_arguments, build_lpnsr, load_pairs, niqe_y, parse_dataset,
-                                     parse_run_arguments, psnr_ssim_y, read_gt, report, to_bgr255)
+                                     parse_run_arguments, positive_int, psnr_ssim_y, read_gt, report, to_bgr255)
 from lpnsr_arch.imageio import read_image
 from lpnsr_arch.pipeline import LPNSRPipeline
 
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--noise', nargs='+', choices=('learned', 'gaussian'), default=['learned', 'gaussian'])
     parser.add_argument('--seeds', type=int, default=5, help='seeds per image (0 .. N-1 plus --seed-offset)')
     parser.add_argument('--seed-offset', type=int, default=0)
-    parser.add_argument('--limit', type=int, default=None, help='at most this many images per dataset')
+    parser.add_argument('--limit', type=positive_int, default=None, help='at most this many images per dataset')
     parser.add_argument('--crop-border', type=int, default=4)
     add_run_arguments(parser, out_help='folder for consistency.csv / .json')
     return parser

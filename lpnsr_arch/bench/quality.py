@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, build_method, load_pairs, lpips_note, niqe_y,
-                                     parse_dataset, parse_method, parse_run_arguments, psnr_ssim_y, read_gt,
+                                     parse_dataset, parse_method, parse_run_arguments, positive_int, psnr_ssim_y, read_gt,
                                      report, to_bgr255)
 from lpnsr_arch.imageio import read_image
 
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='[NAME=]bicubic | basicsr:OPTIONS.yml | lpnsr:OPTIONS.yml | lpnsr:@PRESET (repeat)')
     parser.add_argument('--dataset', action='append', required=True,
                         help='NAME=GT_DIR,LQ_DIR (GT_DIR empty for no-reference sets; repeat)')
-    parser.add_argument('--limit', type=int, default=None, help='at most this many images per dataset')
+    parser.add_argument('--limit', type=positive_int, default=None, help='at most this many images per dataset')
     parser.add_argument('--crop-border', type=int, default=4)
     parser.add_argument('--seed', type=int, default=12345, help='seed of the stochastic methods')
     parser.add_argument('--noise', choices=('learned', 'gaussian'), default=None, help='LPNSR noise override')
