@@ -34,8 +34,10 @@ OOM_HINT = 'If you run out of memory, try a smaller --tile (e.g. 128) or --tile-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option defaults to the options file's ``inference:`` block)."""
     parser = argparse.ArgumentParser(prog='lpnsr', description='LPNSR 4x super-resolution of an image or folder.')
-    parser.add_argument('-i', '--input', type=Path, default=Path('inputs'), help='input image, or a folder (its image files; subfolders are not searched)')
-    parser.add_argument('-o', '--output', type=Path, default=Path('results'), help='output folder, created if needed (always a folder)')
+    parser.add_argument('-i', '--input', type=Path, default=Path('inputs'),
+                        help='input image, or a folder (its image files; subfolders are not searched)')
+    parser.add_argument('-o', '--output', type=Path, default=Path('results'),
+                        help='output folder, created if needed (always a folder)')
     parser.add_argument('--opt', type=Path, default=DEFAULT_OPTIONS, help='options YAML naming networks/weights')
     parser.add_argument('--tile', type=int, default=None, help='LR tile size (0: off; default from the options)')
     parser.add_argument('--tile-overlap', type=int, default=None, help='LR pixels shared by neighbouring tiles')
@@ -125,14 +127,14 @@ class RunSummary:
 
 def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argparse.Namespace,
                   device: torch.device) -> RunSummary:
-    """Super-resolve every file of ``inputs``; failures are logged and counted, not raised."""
+    """Super-resolve every file of ``inputs`` (``args.tile`` / ``args.tile_overlap`` as settled by
+    :func:`tiling_settings`); failures are logged and counted, not raised."""
     from tqdm import tqdm
 
     precision = args.precision or ('bf16' if device.type == 'cuda' else 'fp32')
     if precision == 'fp16' and device.type == 'cpu':
         logger.warning('--precision fp16 on a CPU is very slow (about 20x fp32 here); bf16 is the fast CPU choice')
     seed = pipeline.defaults.seed if args.seed is None else args.seed
-    tile, tile_overlap = tiling_settings(pipeline, args.tile, args.tile_overlap)
     protected = {p.resolve() for p in inputs}
     written: Dict[Path, Path] = {}  # output -> the input it was made from, in this run
     summary = RunSummary(written=[], failed=[])
@@ -144,10 +146,11 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
             if out_path.resolve() in protected:
                 raise ValueError(f'{path}: the output {out_path} would overwrite an input; change -o or --suffix')
             if out_path.resolve() in written:
-                raise ValueError(f'{path}: the output {out_path} was already written from {written[out_path.resolve()]} '
-                                 f'in this run (same name stem); rename one of them or use --ext auto')
-            sr01 = pipeline(lr01.to(device), seed=seed, noise=args.noise, color_fix=args.color_fix, tile=tile,
-                            tile_overlap=tile_overlap, tile_batch=args.tile_batch, precision=precision)
+                raise ValueError(f'{path}: the output {out_path} was already written from '
+                                 f'{written[out_path.resolve()]} in this run (same name stem); rename one of them or '
+                                 'use --ext auto')
+            sr01 = pipeline(lr01.to(device), seed=seed, noise=args.noise, color_fix=args.color_fix, tile=args.tile,
+                            tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, precision=precision)
             write_image(out_path, restore_mode(sr01, record, pipeline.scale).cpu(), bit_depth=record.bit_depth)
         except (ImageReadError, ValueError, OSError) as error:
             logger.error(f'skipped {path}: {error}')
@@ -184,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         pipeline = build_pipeline(args.opt, args.upsampler, device).accelerate(
             channels_last=args.channels_last, compile_mode=None if args.compile == 'none' else args.compile)
-        tiling_settings(pipeline, args.tile, args.tile_overlap)
+        args.tile, args.tile_overlap = tiling_settings(pipeline, args.tile, args.tile_overlap)  # checked once
     except (OSError, KeyError, TypeError, ValueError, CheckpointError) as error:  # each names the file, key or value
         logger.error(f'cannot build the pipeline from {args.opt}: {error}')
         return 2

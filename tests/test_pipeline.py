@@ -11,8 +11,8 @@ from lpnsr_arch.archs.pixel_autoencoder_arch import LPNSRPixelAutoencoder
 from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler
 from lpnsr_arch.bench.presets import tiny_options
 from lpnsr_arch.diffusion import NormalDraws, ResShiftDiffusion
-from lpnsr_arch.pipeline import (REPO_ROOT, CroppedDraws, InferenceDefaults, LatentNoiseField, LPNSRPipeline, mirror_pad,
-                                 pad_lr, resolve_checkpoint)
+from lpnsr_arch.pipeline import (REPO_ROOT, CroppedDraws, InferenceDefaults, LatentNoiseField, LPNSRPipeline,
+                                 mirror_pad, pad_lr, resolve_checkpoint)
 from lpnsr_arch.tiling import plan_tiles
 from lpnsr_arch.weights import save_state_dict
 

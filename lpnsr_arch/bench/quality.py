@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, build_method, load_pairs, lpips_note, niqe_y,
-                                     parse_dataset, parse_method, parse_run_arguments, positive_int, psnr_ssim_y, read_gt,
-                                     report, to_bgr255)
+                                     parse_dataset, parse_method, parse_run_arguments, positive_int, psnr_ssim_y,
+                                     read_gt, report, to_bgr255)
 from lpnsr_arch.imageio import read_image
 
 __all__ = ['score_images', 'summarise', 'evaluate', 'main']
