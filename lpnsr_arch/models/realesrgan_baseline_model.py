@@ -32,15 +32,22 @@ class TrainingPairPool:
 
     Args:
         size: number of pairs kept (a multiple of the batch size).
+        batch_size: the training batch size when known at construction (checked now rather than at the first swap).
     """
 
-    def __init__(self, *, size: int) -> None:
+    def __init__(self, *, size: int, batch_size: Optional[int] = None) -> None:
         if size <= 0:
             raise ValueError(f'queue_size must be positive, got {size}')
         self.size = size
+        if batch_size:
+            self._check_batch(int(batch_size))
         self.lq_pool: Optional[torch.Tensor] = None
         self.gt_pool: Optional[torch.Tensor] = None
         self.filled = 0
+
+    def _check_batch(self, batch: int) -> None:
+        if self.size % batch != 0:
+            raise ValueError(f'queue_size {self.size} must be divisible by datasets.train.batch_size_per_gpu {batch}')
 
     @torch.no_grad()
     def swap(self, lq: torch.Tensor, gt: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -48,8 +55,7 @@ class TrainingPairPool:
         then ``B`` random stored pairs."""
         batch = lq.size(0)
         if self.lq_pool is None:
-            if self.size % batch != 0:
-                raise ValueError(f'queue_size {self.size} must be divisible by the batch size {batch}')
+            self._check_batch(batch)
             self.lq_pool = lq.new_zeros((self.size, *lq.shape[1:]))
             self.gt_pool = gt.new_zeros((self.size, *gt.shape[1:]))
         if self.filled < self.size:
@@ -77,9 +83,7 @@ class SyntheticPairMixin:
         self.usm_sharpener = USMSharp().to(self.device) if opt.get('gt_usm', True) else None
         queue_size = int(opt.get('queue_size', 0))
         batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
-        if queue_size > 0 and batch and queue_size % int(batch):  # found now, not at the first training iteration
-            raise ValueError(f'queue_size {queue_size} must be divisible by datasets.train.batch_size_per_gpu {batch}')
-        self.pair_pool = TrainingPairPool(size=queue_size) if queue_size > 0 else None
+        self.pair_pool = TrainingPairPool(size=queue_size, batch_size=batch) if queue_size > 0 else None
 
     @torch.no_grad()
     def feed_data(self, data: Dict[str, torch.Tensor]) -> None:
