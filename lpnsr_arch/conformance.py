@@ -93,16 +93,24 @@ def read_vectors(path: Path) -> tuple[Dict[str, object], Dict[str, Tensor]]:
 
 def build_models(config: Mapping[str, Mapping], tensors: Mapping[str, Tensor], source: str = '<vectors>') -> VectorModels:
     """Build the three networks from ``config`` and load their weights strictly from ``tensors``."""
-    diffusion_cfg = {k: v for k, v in config['diffusion'].items()}
-    models = VectorModels(unet=LPNSRResShiftUNet(**config['unet']),
-                          noise_predictor=LPNSRNoisePredictor(**config['noise_predictor']),
-                          vq=LPNSRVQAutoencoder(**config['vq']),
-                          diffusion=ResShiftDiffusion(DiffusionConfig.from_dict(diffusion_cfg)))
+    def build(section: str, factory):
+        try:
+            return factory(**config[section])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'{source}: config section {section!r} does not build a network: {err}') from err
+
+    try:
+        diffusion = ResShiftDiffusion(DiffusionConfig.from_dict(dict(config['diffusion'])))
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"{source}: config section 'diffusion' is not a valid schedule: {err}") from err
+    models = VectorModels(unet=build('unet', LPNSRResShiftUNet),
+                          noise_predictor=build('noise_predictor', LPNSRNoisePredictor),
+                          vq=build('vq', LPNSRVQAutoencoder), diffusion=diffusion)
     for prefix, net in (('unet.', models.unet), ('noise_predictor.', models.noise_predictor), ('vq.', models.vq)):
         state = prefixed(tensors, prefix)
         if not state:
             raise CheckpointError(f'{source}: no weights under the prefix {prefix!r}')
-        load_weights(net, state, param_key=None, strict=True)
+        load_weights(net, state, param_key=None, strict=True, source=f'{source} [{prefix}*]')
         net.eval()
     return models
 
@@ -167,7 +175,10 @@ def check_file(path: Path) -> List[CaseResult]:
     """Build, load and compare everything in the vector file at ``path``."""
     config, tensors = read_vectors(path)
     models = build_models(config, tensors, source=str(path))
-    return run_cases(models, tensors)
+    results = run_cases(models, tensors)
+    if not results:
+        raise ValueError(f'{path}: holds no comparison cases (no "case.*" or "schedule.*" tensors)')
+    return results
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ the learned predictor gives LPNSR, and :class:`NormalDraws` lets a caller inject
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
@@ -247,9 +248,12 @@ class ResShiftDiffusion:
         return x0 + eta * (y - x0) + self.kappa * sqrt_eta * noise
 
     def scale_input(self, x_t: Tensor, t: Tensor | int) -> Tensor:
-        """The denoiser input: ``x_t / sqrt(kappa^2 eta_t + 1)`` (latent) or ``/ (3 kappa sqrt(eta_t) + 1)`` (pixel)."""
-        if isinstance(t, int):
-            return x_t / float(self.input_divisor[t])
+        """The denoiser input: ``x_t / sqrt(kappa^2 eta_t + 1)`` (latent) or ``/ (3 kappa sqrt(eta_t) + 1)`` (pixel).
+
+        ``t``: one step for the whole batch (a Python or numpy integer, or a 0-d tensor) or int64 (B,).
+        """
+        if isinstance(t, numbers.Integral) or (isinstance(t, Tensor) and t.ndim == 0):
+            return x_t / float(self.input_divisor[int(t)])
         return x_t / self._extract('input_divisor', t, x_t.ndim)
 
     def prior_sample(self, y: Tensor, noise: Tensor) -> Tensor:

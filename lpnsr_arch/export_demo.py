@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from lpnsr_arch.weights import read_state_dict, save_state_dict
+from lpnsr_arch.weights import CheckpointError, read_state_dict, save_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -25,24 +26,35 @@ DEMO_STAGES: Dict[str, str] = {
 
 
 def export_demo(*, experiments: Path, out: Path) -> List[Path]:
-    """Copy ``params_ema`` of each stage's ``net_g_latest.pth`` into a flat safetensors file; returns the paths."""
+    """Copy ``params_ema`` of each stage's ``net_g_latest.pth`` into a flat safetensors file; returns the paths.
+
+    Every stage is read before any file is written: the stages belong together (each was trained on the outputs of
+    the ones before it), so a missing or unreadable run leaves the shipped set as it was.
+    """
+    states = {}
+    for file_name, run in DEMO_STAGES.items():
+        states[file_name] = read_state_dict(experiments / run / 'models' / 'net_g_latest.pth', param_key='params_ema')
     written = []
     for file_name, run in DEMO_STAGES.items():
-        source = experiments / run / 'models' / 'net_g_latest.pth'
-        state = read_state_dict(source, param_key='params_ema')
-        written.append(save_state_dict(out / file_name, state, metadata={'source': f'{run}/net_g_latest.pth'}))
-        logger.info('%s <- %s (%d tensors)', out / file_name, source, len(state))
+        written.append(save_state_dict(out / file_name, states[file_name],
+                                       metadata={'source': f'{run}/net_g_latest.pth'}))
+        logger.info('%s <- %s/models/net_g_latest.pth (%d tensors)', out / file_name, run, len(states[file_name]))
     return written
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--experiments', type=Path, default=Path('experiments'))
     parser.add_argument('--out', type=Path, default=Path('weights/demo'))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    export_demo(experiments=args.experiments, out=args.out)
+    try:
+        export_demo(experiments=args.experiments, out=args.out)
+    except CheckpointError as err:
+        logger.error('export stopped, nothing written: %s', err)
+        return 2
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

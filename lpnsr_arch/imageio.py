@@ -19,6 +19,9 @@ from torch import Tensor
 __all__ = ['ImageRecord', 'ImageReadError', 'read_image', 'restore_mode', 'write_image', 'IMAGE_EXTENSIONS']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+# the formats OpenCV writes with 16 bits per channel (others would clip the values to 8 bits: a white image)
+SIXTEEN_BIT_EXTENSIONS = ('.png', '.tif', '.tiff', '.ppm', '.pgm')
+EXIF_ORIENTATION_TAG = 0x0112
 
 
 class ImageReadError(ValueError):
@@ -49,10 +52,41 @@ def _to_unit_float(array: np.ndarray, path: Path) -> Tuple[np.ndarray, int]:
     raise ImageReadError(f'{path}: unsupported pixel type {array.dtype} (expected 8- or 16-bit integers)')
 
 
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag of ``path`` (1 to 8; 1, upright, when the file has none or PIL cannot read it)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a decoded (H, W[, C]) array upright by its EXIF ``orientation`` (1 to 8), as a photo viewer shows it."""
+    if orientation == 2:
+        return array[:, ::-1]
+    if orientation == 3:
+        return array[::-1, ::-1]
+    if orientation == 4:
+        return array[::-1]
+    if orientation == 5:
+        return array.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(array, k=-1)
+    if orientation == 7:
+        return array[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(array, k=1)
+    return array
+
+
 def read_image(path: str | Path) -> Tuple[Tensor, ImageRecord]:
     """Read ``path`` as an RGB float tensor (1, 3, H, W) in [0, 1] and an :class:`ImageRecord`.
 
-    Grey images are repeated to 3 channels; the alpha of RGBA images goes into the record.
+    Grey images are repeated to 3 channels; the alpha of RGBA images goes into the record. An EXIF orientation tag
+    (phone photos) is applied, as ``cv2.imread`` and BasicSR's reader do.
 
     Raises:
         ImageReadError: the file is missing, empty, not an image, or of an unsupported layout.
@@ -66,6 +100,7 @@ def read_image(path: str | Path) -> Tuple[Tensor, ImageRecord]:
     array = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ImageReadError(f'{path}: not a readable image (OpenCV could not decode it)')
+    array = apply_orientation(array, exif_orientation(path))
     unit, bit_depth = _to_unit_float(array, path)
     alpha = None
     if unit.ndim == 2 or (unit.ndim == 3 and unit.shape[2] == 1):
@@ -103,16 +138,20 @@ def restore_mode(sr01: Tensor, record: ImageRecord, scale: int) -> Tensor:
 def write_image(path: str | Path, image01: Tensor, bit_depth: int = 8) -> None:
     """Write (1, C, H, W) float ``image01`` in [0, 1] (C = 1, 3 or 4, RGB order) as ``bit_depth`` 8 or 16.
 
-    JPEG holds neither alpha nor 16 bits: asking for them raises ``ValueError``. Parent folders are created.
+    16 bits need PNG, TIFF, PPM or PGM; JPEG holds no alpha: other requests, and anything OpenCV cannot encode,
+    raise ``ValueError`` naming the file. Parent folders are created.
     """
     path = Path(path)
     if image01.ndim != 4 or image01.shape[0] != 1 or image01.shape[1] not in (1, 3, 4):
         raise ValueError(f'{path}: image must be shaped (1, C, H, W) with C in (1, 3, 4), got {tuple(image01.shape)}')
     if bit_depth not in (8, 16):
         raise ValueError(f'{path}: bit_depth must be 8 or 16, got {bit_depth}')
-    is_jpeg = path.suffix.lower() in ('.jpg', '.jpeg')
-    if is_jpeg and (bit_depth != 8 or image01.shape[1] == 4):
-        raise ValueError(f'{path}: JPEG cannot store 16-bit or alpha images; use .png')
+    suffix = path.suffix.lower()
+    if bit_depth == 16 and suffix not in SIXTEEN_BIT_EXTENSIONS:
+        raise ValueError(f'{path}: {suffix or "this format"} cannot store 16-bit images; use one of '
+                         f'{", ".join(SIXTEEN_BIT_EXTENSIONS)}')
+    if suffix in ('.jpg', '.jpeg') and image01.shape[1] == 4:
+        raise ValueError(f'{path}: JPEG cannot store alpha; use .png')
     max_value, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
     array = image01[0].detach().float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy()
     array = np.round(array * max_value).astype(dtype)
@@ -123,7 +162,11 @@ def write_image(path: str | Path, image01: Tensor, bit_depth: int = 8) -> None:
     else:
         array = array[:, :, 0]
     path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(path.suffix or '.png', np.ascontiguousarray(array))
+    try:
+        ok, encoded = cv2.imencode(path.suffix or '.png', np.ascontiguousarray(array))
+    except cv2.error as err:  # e.g. alpha in a PPM file
+        raise ValueError(f'{path}: OpenCV cannot encode a {array.shape[2] if array.ndim == 3 else 1}-channel '
+                         f'{bit_depth}-bit image as {path.suffix!r}: {str(err).strip().splitlines()[-1]}') from err
     if not ok:
         raise ValueError(f'{path}: OpenCV could not encode the image as {path.suffix!r}')
     encoded.tofile(str(path))

@@ -11,7 +11,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,7 @@ def read_checkpoint_file(path: Union[str, os.PathLike]) -> object:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint file not found: {path}')
-    if path.suffix == '.safetensors':
+    if path.suffix.lower() == '.safetensors':
         from safetensors.torch import load_file
         try:
             return load_file(str(path), device='cpu')
@@ -139,28 +139,43 @@ def check_compatibility(net: nn.Module, state: Mapping[str, Tensor], source: str
 
 
 def load_weights(net: nn.Module, weights: Union[str, os.PathLike, Mapping[str, Tensor]], *,
-                 param_key: Optional[str] = 'auto', strict: bool = True) -> nn.Module:
+                 param_key: Optional[str] = 'auto', strict: bool = True, source: Optional[str] = None) -> nn.Module:
     """Load ``weights`` (a path or a state dict) into ``net`` and return it.
 
     ``strict=True`` requires every parameter and buffer to be present with the right shape, except the Swin
     ``attn_mask`` / ``relative_position_index`` buffers (the network rebuilds them); ``strict=False`` loads the
-    matching keys and logs the rest.
+    matching keys and logs the rest (the first few by name). ``source`` names the weights in errors and logs (default:
+    the path, or ``<state dict>`` for a dict: pass the file a dict came from).
     """
     if isinstance(weights, Mapping):
-        source = '<state dict>'
+        source = source or '<state dict>'
         state = unwrap_state_dict(weights, param_key=param_key, source=source)
     else:
-        source = str(weights)
-        state = read_state_dict(weights, param_key=param_key)
+        source = source or str(weights)
+        state = unwrap_state_dict(read_checkpoint_file(weights), param_key=param_key, source=source)
     if strict:
         check_compatibility(net, state, source)
     expected = net.state_dict()
     usable = {k: v for k, v in state.items() if k in expected and tuple(v.shape) == tuple(expected[k].shape)}
     result = net.load_state_dict(usable, strict=False)
-    if not strict and (result.missing_keys or len(usable) < len(state)):
-        logger.warning('%s: loaded %d tensors into %s; %d keys not in the checkpoint, %d checkpoint keys unused', source,
-                       len(usable), type(net).__name__, len(result.missing_keys), len(state) - len(usable))
+    unused = [k for k in state if k not in usable]
+    if not strict and (result.missing_keys or unused):
+        logger.warning('%s: loaded %d tensors into %s; %d keys not in the checkpoint (%s), %d checkpoint keys unused '
+                       '(%s)', source, len(usable), type(net).__name__, len(result.missing_keys),
+                       _first_names(result.missing_keys), len(unused), _first_names(unused))
     return net
+
+
+def load_pretrained(net: nn.Module, path: Union[str, os.PathLike], *, param_key: str,
+                    strict: bool = True) -> nn.Module:
+    """Load a training recipe's ``path.pretrain_network_*`` file into ``net`` (the entry ``param_key`` when the file
+    has it, else its own layout: see :func:`load_checkpoint_params`); errors name the file."""
+    return load_weights(net, load_checkpoint_params(path, param_key), param_key=None, strict=strict, source=str(path))
+
+
+def _first_names(keys: Sequence[str], limit: int = 5) -> str:
+    shown = ', '.join(keys[:limit])
+    return shown + (f', ... (+{len(keys) - limit} more)' if len(keys) > limit else '') if keys else 'none'
 
 
 def save_state_dict(path: Union[str, os.PathLike], state: Mapping[str, Tensor] | Mapping[str, Mapping[str, Tensor]],
@@ -175,7 +190,7 @@ def save_state_dict(path: Union[str, os.PathLike], state: Mapping[str, Tensor] |
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=str(path.parent))
     os.close(fd)
     try:
-        if path.suffix == '.safetensors':
+        if path.suffix.lower() == '.safetensors':
             from safetensors.torch import save_file
             flat = {k: v.detach().contiguous().cpu() for k, v in state.items()}
             save_file(flat, tmp, metadata=metadata)

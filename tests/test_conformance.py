@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lpnsr_arch import conformance
+from lpnsr_arch.weights import CheckpointError
 from tests.conftest import SMALL_DIFFUSION, TINY_UNET, TINY_VQ
 
 OFFICIAL = 'conformance/lpnsr_small_a.safetensors'
@@ -61,3 +62,25 @@ def test_checker_reports_bad_files(tmp_path):
     (tmp_path / 'junk.safetensors').write_bytes(b'not a file')
     with pytest.raises(Exception, match='junk.safetensors'):
         conformance.check_file(tmp_path / 'junk.safetensors')
+
+
+def test_checker_names_the_file_in_weight_config_and_empty_errors(tmp_path):
+    good = conformance.write_vectors(tmp_path / "good.safetensors", _config(), seed=1)
+    from safetensors import safe_open
+    with safe_open(str(good), 'pt') as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    weights_only = {k: v for k, v in tensors.items() if not k.startswith(('case.', 'schedule.'))}
+    save_file(weights_only, str(tmp_path / 'nocases.safetensors'), metadata=metadata)
+    with pytest.raises(ValueError, match=r'nocases\.safetensors: holds no comparison cases'):
+        conformance.check_file(tmp_path / 'nocases.safetensors')
+    assert conformance.main([str(tmp_path / 'nocases.safetensors')]) == 2
+    broken = {k: v for k, v in tensors.items() if k != sorted(k for k in tensors if k.startswith('unet.'))[0]}
+    save_file(broken, str(tmp_path / 'missing.safetensors'), metadata=metadata)
+    with pytest.raises(CheckpointError, match=r'missing\.safetensors \[unet\.\*\] does not fit'):
+        conformance.check_file(tmp_path / 'missing.safetensors')
+    config = json.loads(metadata['config'])
+    config['unet']['not_an_argument'] = 1
+    save_file(tensors, str(tmp_path / 'badcfg.safetensors'), metadata={**metadata, 'config': json.dumps(config)})
+    with pytest.raises(ValueError, match=r"badcfg\.safetensors: config section 'unet' does not build"):
+        conformance.check_file(tmp_path / 'badcfg.safetensors')

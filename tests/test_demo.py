@@ -36,3 +36,15 @@ def test_export_takes_the_ema_weights_of_each_stage(tmp_path):
         assert torch.equal(read_state_dict(path)['w'], torch.full((2, ), float(index)))
     with pytest.raises(Exception, match='net_g_latest.pth'):
         export_demo.export_demo(experiments=tmp_path / 'nowhere', out=tmp_path / 'w2')
+
+
+def test_export_writes_nothing_when_a_stage_is_missing(tmp_path):
+    runs = list(export_demo.DEMO_STAGES.values())
+    models = tmp_path / 'experiments' / runs[0] / 'models'
+    models.mkdir(parents=True)
+    torch.save({'params_ema': {'w': torch.ones(2)}}, models / 'net_g_latest.pth')
+    shipped = tmp_path / 'weights' / next(iter(export_demo.DEMO_STAGES))
+    shipped.parent.mkdir()
+    shipped.write_bytes(b'the shipped file')
+    assert export_demo.main(['--experiments', str(tmp_path / 'experiments'), '--out', str(shipped.parent)]) == 2
+    assert shipped.read_bytes() == b'the shipped file'

@@ -139,3 +139,11 @@ def test_gradients_flow_through_the_chain_into_the_noise_source():
     out = d.sample(y, y, lambda x, t, lq: 0.5 * x, source, torch.zeros_like(y))
     out.sum().backward()
     assert weight.grad is not None and weight.grad.abs() > 0
+
+
+def test_scale_input_takes_any_single_integer_step():
+    diffusion = ResShiftDiffusion(DiffusionConfig())
+    x = torch.ones(2, 3, 4, 4)
+    expected = diffusion.scale_input(x, 2)
+    for step in (np.int64(2), torch.tensor(2), torch.full((2,), 2, dtype=torch.int64)):
+        torch.testing.assert_close(diffusion.scale_input(x, step), expected)

@@ -190,6 +190,17 @@ def test_frozen_and_trained_networks_load_flat_safetensors_with_a_param_key(tmp_
                 torch.testing.assert_close(net.state_dict()[name], value, msg=name)
 
 
+def test_a_checkpoint_that_does_not_fit_is_named_in_the_error(tmp_path):
+    from lpnsr_arch.weights import CheckpointError, save_state_dict
+    opt = make_opt(tmp_path, with_d=False)
+    save_state_dict(tmp_path / 'not_the_denoiser.safetensors', {'conv.weight': torch.zeros(1)})
+    for key in ('network_unet', 'network_g'):
+        bad = copy.deepcopy(opt)
+        bad['path'][f'pretrain_{key}'] = str(tmp_path / 'not_the_denoiser.safetensors')
+        with pytest.raises(CheckpointError, match=r'not_the_denoiser\.safetensors does not fit'):
+            LPNSRModel(bad)
+
+
 def test_validation_output_is_the_inference_pipeline_output(tmp_path):
     """What validation scores is what ``LPNSRPipeline`` (the inference CLI) gives with the saved weights, the same
     seed, no tiling and no colour correction."""

@@ -118,3 +118,25 @@ def test_a_checkpoint_of_another_shift_layout_is_refused(tmp_path, unet, tiny_un
     with pytest.raises(CheckpointError, match=r'(?s)shifted Swin blocks differ.*shift masks'):
         load_weights(other, path)
     load_weights(LPNSRResShiftUNet(**tiny_unet_kwargs), path)  # the same layout loads
+
+
+def test_errors_name_the_file_a_state_dict_came_from(tmp_path, unet, tiny_vq_kwargs):
+    from lpnsr_arch.weights import load_pretrained
+    path = tmp_path / 'wrong_net_g.pth'
+    torch.save({'params_ema': LPNSRVQAutoencoder(**tiny_vq_kwargs).state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r'wrong_net_g\.pth does not fit LPNSRResShiftUNet'):
+        load_pretrained(unet, path, param_key='params_ema')
+    with pytest.raises(CheckpointError, match=r'weights\.bin \[unet\.\*\] does not fit'):
+        load_weights(unet, torch.load(path)['params_ema'], source='weights.bin [unet.*]')
+
+
+def test_upper_case_safetensors_suffix_and_non_strict_names_the_keys(tmp_path, unet, tiny_unet_kwargs, caplog):
+    path = save_state_dict(tmp_path / 'w.SAFETENSORS', unet.state_dict())
+    assert _same_weights(load_weights(LPNSRResShiftUNet(**tiny_unet_kwargs), path), unet)
+    state = dict(unet.state_dict())
+    dropped = sorted(state)[0]
+    del state[dropped]
+    state['extra.weight'] = torch.zeros(1)
+    with caplog.at_level('WARNING'):
+        load_weights(LPNSRResShiftUNet(**tiny_unet_kwargs), state, strict=False, source='partial.pth')
+    assert 'partial.pth' in caplog.text and dropped in caplog.text and 'extra.weight' in caplog.text

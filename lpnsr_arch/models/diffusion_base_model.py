@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections import OrderedDict
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -30,12 +31,14 @@ from basicsr.utils.dist_util import master_only
 from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler, bicubic_upscale
 from lpnsr_arch.diffusion import DiffusionConfig, ResShiftDiffusion
 from lpnsr_arch.pipeline import InferenceDefaults, LPNSRPipeline
-from lpnsr_arch.weights import load_checkpoint_params, load_weights, save_state_dict
+from lpnsr_arch.weights import load_pretrained, save_state_dict
 
 __all__ = ['DiffusionSRModel', 'WarmupCosineLR', 'warmup_cosine_lr']
 
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {'none': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW}
+#: What PyTorch's ``LRScheduler.step()`` warns at a scheduler's first step when its optimizer has not stepped yet.
+SCHEDULER_BEFORE_OPTIMIZER_WARNING = r'Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`'
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -225,8 +228,8 @@ class DiffusionSRModel(SRModel):
         if load_path:
             if not os.path.isfile(load_path):
                 raise FileNotFoundError(f'path.pretrain_{key}: no such file {load_path!r}')
-            state = load_checkpoint_params(load_path, path_opt.get(f'param_key_{name}', 'auto'))
-            load_weights(net, state, strict=path_opt.get(f'strict_load_{name}', True))
+            load_pretrained(net, load_path, param_key=path_opt.get(f'param_key_{name}', 'auto'),
+                            strict=path_opt.get(f'strict_load_{name}', True))
             self.logger.info(f'Loaded frozen {key} ({type(net).__name__}) from {load_path}')
         elif any(True for _ in net.parameters()):
             self.logger.warning(f'{key} ({type(net).__name__}) has parameters but no path.pretrain_{key}: '
@@ -246,8 +249,8 @@ class DiffusionSRModel(SRModel):
         if not os.path.isfile(load_path):
             raise FileNotFoundError(f'path.pretrain_{key}: no such file {load_path!r}')
         param_key = path_opt.get(f'param_key_{name}', default_param_key)
-        state = load_checkpoint_params(load_path, param_key)
-        load_weights(self.get_bare_model(net), state, strict=path_opt.get(f'strict_load_{name}', True))
+        load_pretrained(self.get_bare_model(net), load_path, param_key=param_key,
+                        strict=path_opt.get(f'strict_load_{name}', True))
         self.logger.info(f'Loaded {key} ({type(self.get_bare_model(net)).__name__}) from {load_path} [{param_key}]')
 
     def init_ema(self) -> None:
@@ -259,8 +262,8 @@ class DiffusionSRModel(SRModel):
         self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
         load_path = (self.opt.get('path') or {}).get('pretrain_network_g')
         if load_path:
-            load_weights(self.net_g_ema, load_checkpoint_params(load_path, 'params_ema'),
-                         strict=self.opt['path'].get('strict_load_g', True))
+            load_pretrained(self.net_g_ema, load_path, param_key='params_ema',
+                            strict=self.opt['path'].get('strict_load_g', True))
         else:
             self.model_ema(0)
         self.net_g_ema.requires_grad_(False)
@@ -316,6 +319,33 @@ class DiffusionSRModel(SRModel):
                 self.schedulers.append(WarmupCosineLR(optimizer, **scheduler_opt))
             except TypeError as error:
                 raise KeyError(f'train.scheduler: bad option for WarmupCosineLR: {error}') from error
+
+    def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
+        """BasicSR's schedule stepping, without PyTorch's warning for the scheduler of an optimizer that has not
+        stepped yet.
+
+        As in BasicSR, each iteration from the second one on steps every scheduler once, before the iteration's
+        update, then applies BasicSR's linear warm-up (``train.warmup_iter``) if any: the schedules are indexed by
+        the global iteration, so at iteration ``k`` every optimizer's rate is its schedule after ``k - 1`` steps
+        (``warmup_cosine_lr(lr, k - 1, ...)`` for ``WarmupCosineLR``), whether or not that optimizer has trained
+        before. An optimizer may start late: ``LPNSRModel``'s discriminator first steps at the first discriminator
+        iteration from ``train.gan_start_iter`` on (at the earliest iteration 2, since G and D alternate). Its
+        scheduler's first step then comes before its optimizer's first step, and PyTorch warns ("Detected call of
+        `lr_scheduler.step()` before `optimizer.step()`") that the schedule's first value is skipped, which is what
+        a schedule indexed by the global iteration means. That warning is filtered while stepping the scheduler of
+        an optimizer with no per-parameter state yet (no step taken: Adam/AdamW create their state at the first
+        step; a resumed optimizer has it), and only there; the rates are the same as BasicSR's.
+        """
+        if current_iter > 1:
+            for scheduler in self.schedulers:
+                if scheduler.optimizer.state:
+                    scheduler.step()
+                    continue
+                with warnings.catch_warnings():
+                    warnings.filterwarnings('ignore', message=SCHEDULER_BEFORE_OPTIMIZER_WARNING, category=UserWarning)
+                    scheduler.step()
+        if current_iter < warmup_iter:  # BasicSR's linear warm-up, unchanged
+            self._set_lr([[lr / warmup_iter * current_iter for lr in init_lrs] for init_lrs in self._get_init_lr()])
 
     # ------------------------------------------------------------------------------------------ AMP and steps
     def autocast(self) -> contextlib.AbstractContextManager:

@@ -11,6 +11,15 @@ update only ``net_d`` (``l_d = (relu(1 - D(real)).mean() + relu(1 + D(fake)).mea
 ``net_g``. Before ``gan_start_iter`` every iteration updates ``net_g`` (the official epoch-1 even steps, which compute
 the generator loss and throw it away, are not reproduced).
 
+Learning rates: ``train.scheduler`` is built once per optimizer, so ``net_d`` follows the same schedule as ``net_g``
+with ``optim_d.lr`` as its base, indexed by the global iteration from the run's first iteration (not from the GAN
+start): at iteration ``k`` D's rate is the schedule after ``k - 1`` steps (``warmup_cosine_lr(optim_d.lr, k - 1,
+...)`` for ``WarmupCosineLR``), so its first update (the first discriminator iteration from ``gan_start_iter`` on)
+uses the rate the schedule has reached at that iteration, not the schedule's first value. D's scheduler advances while
+D is idle without PyTorch's "scheduler before optimizer" warning (see :meth:`DiffusionSRModel.update_learning_rate`).
+The spec names a scheduler for the official noise predictor only (its D optimizer: AdamW at 5e-5, no scheduler named);
+following G's schedule is this project's choice (README, "Limitations").
+
 ``train.gan_samples: clean`` (default ``all``) restricts both GAN terms to the pairs whose LR is the plain bicubic
 downscale (``bicubic_prob`` of the synthetic degradation): the degraded pairs then train on ``l_pix``/``l_lpips``
 only, so the adversarial texture is learnt where the LR holds the detail and not invented over heavy degradations.

@@ -22,7 +22,7 @@ from basicsr.utils import USMSharp, get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from lpnsr_arch.data.degradation import SecondOrderDegradation, degrade_batch
-from lpnsr_arch.weights import load_checkpoint_params, load_weights
+from lpnsr_arch.weights import load_pretrained
 
 _KERNEL_KEYS = ('kernel1', 'kernel2', 'sinc_kernel')
 
@@ -107,8 +107,7 @@ class SyntheticPairMixin:
                      param_key: Optional[str] = 'params') -> None:
         """BasicSR's ``load_network`` through the plugin's checkpoint loader: ``.pth`` (``weights_only``) or
         ``.safetensors`` (e.g. ``weights/demo/``); ``param_key`` when the file holds it, else the file's own layout."""
-        state = load_checkpoint_params(load_path, param_key or 'params')
-        load_weights(self.get_bare_model(net), state, strict=strict)
+        load_pretrained(self.get_bare_model(net), load_path, param_key=param_key or 'params', strict=strict)
         get_root_logger().info(f'Loaded {type(self.get_bare_model(net)).__name__} from {load_path} [{param_key}]')
 
     def test(self) -> None:
