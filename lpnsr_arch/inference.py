@@ -19,9 +19,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from lpnsr_arch.cli_errors import (BUILD_ERRORS, ArgumentParser, non_negative_int, positive_int, prepare_output_folder,
+                                   user_errors)
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, restore_mode, write_image
 from lpnsr_arch.pipeline import COLOR_FIXES, NOISE_KINDS, PRECISIONS, LPNSRPipeline, load_options
-from lpnsr_arch.weights import CheckpointError
 
 __all__ = ['main', 'cli', 'build_parser', 'collect_inputs', 'output_path_for']
 
@@ -31,17 +32,19 @@ DEFAULT_OPTIONS = Path(__file__).resolve().parent.parent / 'options' / 'inferenc
 OOM_HINT = 'If you run out of memory, try a smaller --tile (e.g. 128) or --tile-batch 1.'
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The command-line interface (every option defaults to the options file's ``inference:`` block)."""
-    parser = argparse.ArgumentParser(prog='lpnsr', description='LPNSR 4x super-resolution of an image or folder.')
+    parser = ArgumentParser(prog='lpnsr', description='LPNSR 4x super-resolution of an image or folder.')
     parser.add_argument('-i', '--input', type=Path, default=Path('inputs'),
                         help='input image, or a folder (its image files; subfolders are not searched)')
     parser.add_argument('-o', '--output', type=Path, default=Path('results'),
                         help='output folder, created if needed (always a folder)')
     parser.add_argument('--opt', type=Path, default=DEFAULT_OPTIONS, help='options YAML naming networks/weights')
-    parser.add_argument('--tile', type=int, default=None, help='LR tile size (0: off; default from the options)')
-    parser.add_argument('--tile-overlap', type=int, default=None, help='LR pixels shared by neighbouring tiles')
-    parser.add_argument('--tile-batch', type=int, default=None, help='tiles per network call')
+    parser.add_argument('--tile', type=non_negative_int, default=None,
+                        help='LR tile size (0: off; default from the options)')
+    parser.add_argument('--tile-overlap', type=non_negative_int, default=None,
+                        help='LR pixels shared by neighbouring tiles')
+    parser.add_argument('--tile-batch', type=positive_int, default=None, help='tiles per network call')
     parser.add_argument('--seed', type=int, default=None, help='noise seed (default from the options)')
     parser.add_argument('--noise', choices=NOISE_KINDS, default=None, help='learned (LPNSR) or gaussian (ResShift)')
     parser.add_argument('--upsampler', choices=('network', 'bicubic'), default='network',
@@ -168,29 +171,29 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the CLI; returns the exit code (0: at least one image written, 1: all failed, 2: bad arguments)."""
+    """Run the CLI; returns the exit code (0: at least one image written, 1: all failed, 2: bad arguments: one
+    ERROR line naming the file, option or key, :mod:`lpnsr_arch.cli_errors`)."""
+    try:
+        return _run(argv)
+    except SystemExit as stop:  # argparse and user_errors end with SystemExit(2); --help with 0
+        return stop.code if isinstance(stop.code, int) else 2
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format='%(levelname)s %(message)s')
-    try:
+    with user_errors(logger):
         inputs = collect_inputs(args.input)
-    except FileNotFoundError as error:
-        logger.error(str(error))
-        return 2
-    if not inputs:
-        logger.error(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) in {args.input}')
-        return 2
-    try:
+        if not inputs:
+            raise FileNotFoundError(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) in {args.input}')
+    with user_errors(logger, f'--device {args.device}: ', (RuntimeError, ValueError)):
         device = resolve_device(args.device)
-    except (RuntimeError, ValueError) as error:
-        logger.error(f'--device {args.device}: {error}')
-        return 2
-    try:
+    with user_errors(logger, f'cannot build the pipeline from {args.opt}: ', BUILD_ERRORS):
         pipeline = build_pipeline(args.opt, args.upsampler, device).accelerate(
             channels_last=args.channels_last, compile_mode=None if args.compile == 'none' else args.compile)
         args.tile, args.tile_overlap = tiling_settings(pipeline, args.tile, args.tile_overlap)  # checked once
-    except (OSError, KeyError, TypeError, ValueError, CheckpointError) as error:  # each names the file, key or value
-        logger.error(f'cannot build the pipeline from {args.opt}: {error}')
-        return 2
+    with user_errors(logger):  # created only once everything else is settled
+        prepare_output_folder(args.output, '-o/--output')
     summary = process_files(pipeline, inputs, args, device)
     logger.info(f'{len(summary.written)} written, {len(summary.failed)} failed, output folder {args.output}')
     return 0 if summary.written else 1

@@ -216,8 +216,19 @@ class InferenceDefaults:
         return cls(**opt)
 
 
+def _yaml_problem(error: Exception) -> str:
+    """What a YAML parser error says went wrong, and where (1-based line and column), on one line."""
+    problem = getattr(error, 'problem', None) or getattr(error, 'context', None) or 'cannot be parsed'
+    mark = getattr(error, 'problem_mark', None) or getattr(error, 'context_mark', None)
+    where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''
+    return f'{problem}{where}'
+
+
 def load_options(options: Union[str, Path, Mapping]) -> Dict:
-    """An options dict from a YAML file path or a mapping (deep-copied)."""
+    """An options dict from a YAML file path or a mapping (deep-copied).
+
+    Raises ``FileNotFoundError`` (no such file) or ``ValueError`` (not valid YAML, or not a mapping), naming the file.
+    """
     if isinstance(options, Mapping):
         return copy.deepcopy(dict(options))
     path = Path(options)
@@ -225,7 +236,10 @@ def load_options(options: Union[str, Path, Mapping]) -> Dict:
         raise FileNotFoundError(f'options file not found: {path}')
     import yaml  # BasicSR's own dependency
     with path.open('r', encoding='utf-8') as handle:
-        loaded = yaml.safe_load(handle)
+        try:
+            loaded = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ValueError(f'options file {path} is not valid YAML: {_yaml_problem(error)}') from error
     if not isinstance(loaded, dict):
         raise ValueError(f'options file {path} must hold a YAML mapping, got {type(loaded).__name__}')
     return loaded

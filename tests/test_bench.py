@@ -144,9 +144,11 @@ def test_speed_training_step_compares_amp_with_eager_fp32(tmp_path):
     assert saved['rows'][0]['peak_mem_gib'] is None
 
 
-def test_speed_training_rejects_an_hr_size_the_networks_cannot_take():
-    with pytest.raises(ValueError, match='--train-hr 40'):
+def test_speed_training_rejects_an_hr_size_the_networks_cannot_take(caplog):
+    with pytest.raises(SystemExit) as info:  # one ERROR line, exit status 2, before anything is timed
         speed.main(['--preset', 'tiny', '--no-infer', '--train-batch', '1', '--train-hr', '40', '--device', 'cpu'])
+    assert info.value.code == 2
+    assert '--train-hr 40: the HR side must be a multiple of 64' in caplog.text
 
 
 def test_compare_sheet_writes_a_grid(dataset, options_file, tmp_path):
@@ -159,15 +161,16 @@ def test_compare_sheet_writes_a_grid(dataset, options_file, tmp_path):
     assert sheet.shape == (2 * (32 + compare_sheet.LABEL_HEIGHT), 5 * 32, 3)
 
 
-def test_a_gt_at_another_scale_is_refused_with_its_path(dataset, tmp_path):
+def test_a_gt_at_another_scale_is_refused_with_its_path(dataset, tmp_path, caplog):
     from lpnsr_arch.bench.common import read_gt
     gt = dataset / 'gt' / 'b_big.png'  # 256 px
     assert read_gt(gt, (1, 3, 254, 253)).shape == (254, 253, 3)  # a mod-crop remainder is fine
     with pytest.raises(ValueError, match='b_big.png: GT \\(256, 256\\) does not match the x4 output \\(128, 128\\)'):
         read_gt(gt, (1, 3, 128, 128))  # an x8 LR against this GT
-    with pytest.raises(ValueError, match='a_small.png'):  # the sheet checks its GT the same way
+    with pytest.raises(SystemExit) as info:  # the sheet checks its GT the same way, before any method runs
         compare_sheet.main(['--lq', str(dataset / 'lq' / 'b_bigx4.png'), '--gt', str(dataset / 'gt' / 'a_small.png'),
                             '--device', 'cpu', '--out', str(tmp_path)])
+    assert info.value.code == 2 and 'a_small.png: GT (64, 64) does not match' in caplog.text
 
 
 def test_basicsr_method_checkpoints_resolve_from_the_repository(tmp_path, monkeypatch):

@@ -150,3 +150,41 @@ def test_image_io_round_trip_and_errors(tmp_path):
         read_image(tmp_path / 'fake.jpg')
     with pytest.raises(ValueError, match='JPEG'):
         write_image(tmp_path / 'x.jpg', restore_mode(image, record, scale=1))
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_exif_orientation_is_applied_like_opencv(tmp_path, orientation):
+    from PIL import Image
+    rng = np.random.default_rng(orientation)
+    pixels = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    pixels[:3] = 0  # make every orientation distinguishable after JPEG coding
+    exif = Image.new('RGB', (1, 1)).getexif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(tmp_path / 'photo.jpg', exif=exif.tobytes(), quality=100)
+    image, _ = read_image(tmp_path / 'photo.jpg')
+    expected = cv2.imread(str(tmp_path / 'photo.jpg'), cv2.IMREAD_COLOR)[:, :, ::-1]  # applies the tag
+    assert image.shape[2:] == expected.shape[:2]
+    np.testing.assert_allclose(image[0].permute(1, 2, 0).numpy(), expected / 255.0, atol=1e-6)
+
+
+def test_sixteen_bit_and_alpha_writes_refuse_formats_that_cannot_hold_them(tmp_path):
+    grey16 = torch.full((1, 3, 4, 4), 0.25)
+    for name in ('x.bmp', 'x.webp', 'x.jpg'):
+        with pytest.raises(ValueError, match=rf'{name}: .*16-bit'):
+            write_image(tmp_path / name, grey16, bit_depth=16)
+        assert not (tmp_path / name).exists()
+    write_image(tmp_path / 'x.tif', grey16, bit_depth=16)
+    assert cv2.imread(str(tmp_path / 'x.tif'), cv2.IMREAD_UNCHANGED)[0, 0, 0] == round(0.25 * 65535)
+    with pytest.raises(ValueError, match=r'x\.ppm: OpenCV could not encode'):
+        write_image(tmp_path / 'x.ppm', torch.full((1, 4, 4, 4), 0.5))
+    with pytest.raises(ValueError, match=r"x\.xyz: OpenCV cannot encode a 3-channel 8-bit image as '\.xyz'"):
+        write_image(tmp_path / 'x.xyz', grey16)
+
+
+def test_an_output_path_that_is_a_file_and_a_bad_tile_batch_are_one_line_errors(options_file, tmp_path, caplog):
+    _inputs(tmp_path / 'in')
+    (tmp_path / 'taken').write_text('keep me')
+    assert _run(options_file, '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'taken')) == 2
+    assert "-o/--output '" in caplog.text and 'is an existing file, not a folder' in caplog.text
+    assert (tmp_path / 'taken').read_text() == 'keep me'
+    assert _run(options_file, '-i', str(tmp_path / 'in'), '--tile-batch', '0') == 2

@@ -7,6 +7,10 @@ A method is given on the command line as ``[NAME=]KIND[:OPTIONS]``:
   ``path.pretrain_network_g`` (``params_ema`` first, then ``params``), input/output in [0, 1];
 * ``lpnsr:OPTIONS.yml`` or ``lpnsr:@PRESET`` (official/small/tiny): an :class:`~lpnsr_arch.pipeline.LPNSRPipeline`;
   the seed, noise kind and tiling come from the benchmark's arguments.
+
+A user mistake (a missing or empty folder, an unreadable image, GT/LQ files that do not pair up, a missing or
+malformed options file, a bad ``--device`` or ``--out``) is found while the CLI sets up, before any method runs, and
+ends it with one log line naming the argument and the file and ``SystemExit(2)`` (:mod:`lpnsr_arch.cli_errors`).
 """
 from __future__ import annotations
 
@@ -25,17 +29,24 @@ import torch
 from torch import Tensor, nn
 
 from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
+from lpnsr_arch.cli_errors import (BUILD_ERRORS, non_negative_int, positive_int, prepare_output_folder,
+                                   user_errors)
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, read_image
-from lpnsr_arch.inference import resolve_device
-from lpnsr_arch.pipeline import LPNSRPipeline, load_options, resolve_checkpoint
+from lpnsr_arch.inference import resolve_device, tiling_settings
+from lpnsr_arch.pipeline import PIPELINE_NETWORKS, LPNSRPipeline, load_options, resolve_checkpoint
 
 __all__ = [
     'Method', 'ImagePair', 'parse_method', 'build_method', 'load_pairs', 'parse_dataset', 'to_bgr255',
     'psnr_ssim_y', 'niqe_y', 'check_gt_size', 'read_gt', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device',
-    'add_run_arguments', 'parse_run_arguments', 'positive_int'
+    'add_run_arguments', 'parse_run_arguments', 'positive_int', 'non_negative_int', 'check_pairs', 'load_dataset',
+    'load_datasets', 'check_method_options', 'parse_methods', 'open_method', 'open_lpnsr', 'BUILD_ERRORS'
 ]
 
 logger = logging.getLogger('lpnsr_arch.bench')
+
+REQUIRED_BLOCKS = {'basicsr': ('network_g', ), 'lpnsr': tuple(f'network_{name}' for name in PIPELINE_NETWORKS
+                                                              if name != 'noise')}
+"""The options blocks each method kind cannot do without."""
 
 NIQE_MIN_SIZE = 96
 """BasicSR's NIQE needs images of at least this many pixels per side after the border crop."""
@@ -55,10 +66,11 @@ class Method:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A parsed ``[NAME=]KIND[:OPTIONS]`` argument."""
+    """A parsed ``[NAME=]KIND[:OPTIONS]`` argument (``text``: the argument as given, for messages)."""
     name: str
     kind: str
     options: Optional[str] = None
+    text: str = ''
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_required: bool = False,
@@ -66,27 +78,26 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_req
     """Add the arguments the benchmark CLIs share: ``--tile`` (LPNSR LR tile override, 0: off), ``--precision``
     (fp32/bf16/fp16), ``--device`` (auto/cpu/cuda[:N]) and ``--out`` (the report folder, ``out_help``)."""
     if tile:
-        parser.add_argument('--tile', type=int, default=None, help='LPNSR LR tile override (0: off)')
+        parser.add_argument('--tile', type=non_negative_int, default=None, help='LPNSR LR tile override (0: off)')
     if precision:
         parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, ...')
     parser.add_argument('--out', type=Path, required=out_required, default=None, help=out_help)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (``--limit 0`` is refused, not read as "all")."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
-
-
 def parse_run_arguments(parser: argparse.ArgumentParser,
                         argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, torch.device]:
-    """Parse ``argv``, set up INFO logging and resolve ``--device``: the start of every benchmark's ``main``."""
+    """Parse ``argv``, set up INFO logging, resolve ``--device`` and create ``--out``: the start of every
+    benchmark's ``main``. A device this machine lacks, or an ``--out`` that cannot be a folder, is one ERROR line and
+    ``SystemExit(2)``."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    return args, resolve_device(args.device)
+    with user_errors(logger, f'--device {args.device}: ', (RuntimeError, ValueError)):
+        device = resolve_device(args.device)
+    if args.out is not None:
+        with user_errors(logger):
+            prepare_output_folder(args.out, '--out')
+    return args, device
 
 
 def parse_method(text: str) -> MethodSpec:
@@ -98,7 +109,58 @@ def parse_method(text: str) -> MethodSpec:
     if kind != 'bicubic' and not options:
         raise ValueError(f'method {text!r}: {kind} needs an options file ({kind}:path/to/options.yml)')
     default_name = kind if kind == 'bicubic' else f'{kind}-{Path(options).stem.lstrip("@")}'
-    return MethodSpec(name=name or default_name, kind=kind, options=options or None)
+    return MethodSpec(name=name or default_name, kind=kind, options=options or None, text=text)
+
+
+def check_method_options(spec: MethodSpec) -> None:
+    """Check, without building anything, that the options of ``spec`` can be read and have the blocks its kind
+    needs: ``FileNotFoundError`` / ``ValueError`` (missing file, malformed YAML) or ``KeyError`` (unknown preset, a
+    missing block), each naming the file or key."""
+    if spec.kind == 'bicubic':
+        return
+    if spec.kind == 'lpnsr' and spec.options.startswith('@'):
+        from lpnsr_arch.bench.presets import preset_options
+        preset_options(spec.options[1:])
+        return
+    options = load_options(spec.options)
+    missing = [block for block in REQUIRED_BLOCKS[spec.kind] if not options.get(block)]
+    if missing:
+        raise KeyError(f'{spec.options} has no {" / ".join(missing)} block (needed by a {spec.kind} method)')
+
+
+def parse_methods(texts: Sequence[str], option: str = '--method', kind: Optional[str] = None) -> List[MethodSpec]:
+    """Parse and check (:func:`check_method_options`) every method argument before any runs; a mistake is one ERROR
+    line naming ``option`` and the argument, and ``SystemExit(2)``. With ``kind``, every text is an options path or
+    ``@PRESET`` of that kind (``bench.consistency``'s ``--pipeline``)."""
+    specs = []
+    for text in texts:
+        if kind:
+            spec = MethodSpec(f'{kind}-{Path(text).stem.lstrip("@")}', kind, text, text)
+        else:
+            with user_errors(logger, f'{option}: '):  # parse_method's message quotes the argument
+                spec = parse_method(text)
+        with user_errors(logger, f'{option} {text}: '):
+            check_method_options(spec)
+        specs.append(spec)
+    return specs
+
+
+def open_method(spec: MethodSpec, *, device: torch.device, noise: Optional[str] = None, tile: Optional[int] = None,
+                precision: str = 'fp32') -> Method:
+    """:func:`build_method` at a CLI boundary: an options mistake found while building (a network argument, a
+    checkpoint, a tile the networks cannot take) is one ERROR line naming the ``--method`` and ``SystemExit(2)``."""
+    with user_errors(logger, f'--method {spec.text or spec.kind}: ', BUILD_ERRORS):
+        return build_method(spec, device=device, noise=noise, tile=tile, precision=precision)
+
+
+def open_lpnsr(spec: MethodSpec, *, device: torch.device, tile: Optional[int],
+               option: str = '--pipeline') -> Tuple[LPNSRPipeline, int, int]:
+    """The LPNSR pipeline of ``spec`` and its settled ``(tile, tile_overlap)``
+    (:func:`~lpnsr_arch.inference.tiling_settings`), at a CLI boundary like :func:`open_method`."""
+    with user_errors(logger, f'{option} {spec.text or spec.options}: ', BUILD_ERRORS):
+        pipeline = build_lpnsr(spec.options, device)
+        tile, tile_overlap = tiling_settings(pipeline, tile, None)
+    return pipeline, tile, tile_overlap
 
 
 def _bicubic(scale: int) -> Upscale:
@@ -129,7 +191,9 @@ def _basicsr_network(options_path: str, device: torch.device) -> nn.Module:
 
 def build_method(spec: MethodSpec, *, device: torch.device, scale: int = 4, noise: Optional[str] = None,
                  tile: Optional[int] = None, precision: str = 'fp32') -> Method:
-    """Instantiate a :class:`Method` from its spec on ``device``."""
+    """Instantiate a :class:`Method` from its spec on ``device``. An LPNSR ``tile`` (None: the options' own) is
+    settled as ``lpnsr`` does (:func:`~lpnsr_arch.inference.tiling_settings`): ``ValueError`` for a tile the networks
+    cannot take."""
     if spec.kind == 'bicubic':
         return Method(spec.name, _bicubic(scale))
     if spec.kind == 'basicsr':
@@ -141,9 +205,11 @@ def build_method(spec: MethodSpec, *, device: torch.device, scale: int = 4, nois
 
         return Method(spec.name, run_network, module=net)
     pipeline = build_lpnsr(spec.options, device)
+    tile, tile_overlap = tiling_settings(pipeline, tile, None)
 
     def run_pipeline(lr01: Tensor, seed: int) -> Tensor:
-        return pipeline(lr01.to(device), seed=seed, noise=noise, tile=tile, precision=precision)
+        return pipeline(lr01.to(device), seed=seed, noise=noise, tile=tile, tile_overlap=tile_overlap,
+                        precision=precision)
 
     return Method(spec.name, run_pipeline, stochastic=True, module=pipeline)
 
@@ -171,9 +237,18 @@ _LQ_SUFFIX = re.compile(r'[_-]?(x\d+|lq|lr|LQ|LR)$')
 
 
 def _image_files(folder: Path) -> List[Path]:
+    """The image files of ``folder`` (sorted); ``FileNotFoundError`` / ``NotADirectoryError`` naming it."""
+    if not folder.exists():
+        raise FileNotFoundError(f'folder {folder} does not exist')
     if not folder.is_dir():
-        raise FileNotFoundError(f'dataset folder {folder} does not exist')
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        raise NotADirectoryError(f'{folder} is a file, not a folder')
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    """``names`` for a one-line message: the first ``shown`` and how many more."""
+    more = f' and {len(names) - shown} more' if len(names) > shown else ''
+    return f'{", ".join(names[:shown])}{more}'
 
 
 def load_pairs(gt_dir: Optional[Path], lq_dir: Path, limit: Optional[int] = None) -> List[ImagePair]:
@@ -191,10 +266,41 @@ def load_pairs(gt_dir: Optional[Path], lq_dir: Path, limit: Optional[int] = None
             else:
                 pairs.append(ImagePair(lq.stem, lq, gt))
         if unmatched:
-            raise ValueError(f'{lq_dir}: no GT in {gt_dir} for {unmatched}')
+            raise ValueError(f'{lq_dir}: no GT file in {gt_dir} of the same name (an LQ suffix such as x4 or _lq '
+                             f'aside) for {len(unmatched)} image(s): {_some(unmatched)}')
     if not pairs:
-        raise ValueError(f'{lq_dir}: no images')
+        raise ValueError(f'{lq_dir}: no image files ({", ".join(IMAGE_EXTENSIONS)})')
     return pairs[:limit] if limit else pairs
+
+
+def check_pairs(pairs: Sequence[ImagePair], scale: int = 4) -> None:
+    """Read every image of ``pairs`` once, before a run: :class:`~lpnsr_arch.imageio.ImageReadError` names a file
+    that is not a readable image, ``ValueError`` (:func:`check_gt_size`) a GT that is not ``scale`` x its LQ."""
+    for pair in pairs:
+        lr01, _ = read_image(pair.lq)
+        if pair.gt is not None:
+            gt01, _ = read_image(pair.gt)
+            check_gt_size(pair.gt, gt01.shape, (lr01.shape[-2] * scale, lr01.shape[-1] * scale), scale)
+
+
+def load_dataset(text: str, limit: Optional[int] = None, scale: int = 4) -> Tuple[str, List[ImagePair]]:
+    """``NAME=GT_DIR,LQ_DIR`` -> (name, its checked pairs): :func:`parse_dataset`, :func:`load_pairs`,
+    :func:`check_pairs`."""
+    name, gt_dir, lq_dir = parse_dataset(text)
+    pairs = load_pairs(gt_dir, lq_dir, limit)
+    check_pairs(pairs, scale)
+    return name, pairs
+
+
+def load_datasets(texts: Sequence[str], limit: Optional[int] = None,
+                  scale: int = 4) -> List[Tuple[str, List[ImagePair]]]:
+    """Every ``--dataset`` argument, loaded and checked (:func:`load_dataset`) before any method runs; a mistake is
+    one ERROR line naming the argument and the file, and ``SystemExit(2)``."""
+    datasets = []
+    for text in texts:
+        with user_errors(logger, f'--dataset {text}: '):
+            datasets.append(load_dataset(text, limit, scale))
+    return datasets
 
 
 def parse_dataset(text: str) -> Tuple[str, Optional[Path], Path]:

@@ -5,6 +5,9 @@ Example::
 
     python -m lpnsr_arch.bench.compare_sheet --lq /data/set5/lr_bicubic_x4/babyx4.png --gt /data/set5/hr/baby.png \
         --method lpnsr:options/inference_lpnsr_official.yml --crop 40,30,32 --out results/sheets
+
+The images, crops and method options are checked before any method runs: a user mistake ends the run with one
+``ERROR`` line naming the argument and the file, and exit status 2.
 """
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, build_method, check_gt_size, parse_method,
+from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, check_gt_size, open_method, parse_methods,
                                      parse_run_arguments, report)
+from lpnsr_arch.cli_errors import ArgumentParser, user_errors
 from lpnsr_arch.imageio import read_image, write_image
 
 __all__ = ['Crop', 'parse_crop', 'build_sheet', 'main']
@@ -42,6 +46,13 @@ def parse_crop(text: str) -> Crop:
     if left < 0 or top < 0 or size < 1:
         raise ValueError(f'crop {text!r}: LEFT and TOP must be >= 0 and SIZE >= 1')
     return left, top, size
+
+
+def check_crop(crop: Crop, lr_shape: Sequence[int]) -> None:
+    """``ValueError`` unless ``crop`` lies inside an LR image of (..., height, width) ``lr_shape``."""
+    left, top, size = crop
+    if left + size > lr_shape[-1] or top + size > lr_shape[-2]:
+        raise ValueError(f'crop {crop} exceeds the LR image {tuple(lr_shape[-2:])}')
 
 
 def _centre_crop(height: int, width: int) -> Crop:
@@ -70,8 +81,7 @@ def build_sheet(lr01: Tensor, gt01: Optional[Tensor], methods: Sequence[Method],
         columns.append(('GT', gt01[:, :, :lr01.shape[-2] * scale, :lr01.shape[-1] * scale]))
     rows = []
     for left, top, size in crops:
-        if left + size > lr01.shape[-1] or top + size > lr01.shape[-2]:
-            raise ValueError(f'crop {(left, top, size)} exceeds the LR image {tuple(lr01.shape[-2:])}')
+        check_crop((left, top, size), lr01.shape)
         box = (slice(top * scale, (top + size) * scale), slice(left * scale, (left + size) * scale))
         rows.append(np.concatenate([_labelled(image[:, :, box[0], box[1]], label) for label, image in columns],
                                    axis=1))
@@ -79,7 +89,8 @@ def build_sheet(lr01: Tensor, gt01: Optional[Tensor], methods: Sequence[Method],
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description='PNG comparison grid of crops across methods.')
+    """The command-line interface."""
+    parser = ArgumentParser(description='PNG comparison grid of crops across methods.')
     parser.add_argument('--lq', type=Path, action='append', required=True, help='LR image (repeat)')
     parser.add_argument('--gt', type=Path, action='append', default=None, help='GT image, same order as --lq')
     parser.add_argument('--method', action='append', default=[], help='as in bench.quality (bicubic is always in)')
@@ -90,21 +101,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Table:
-    args, device = parse_run_arguments(build_parser(), argv)
-    if args.gt is not None and len(args.gt) != len(args.lq):
-        raise SystemExit(f'--gt given {len(args.gt)} times for {len(args.lq)} --lq images')
-    specs = [parse_method('bicubic')] + [parse_method(text) for text in args.method if text != 'bicubic']
-    methods = [build_method(spec, device=device, tile=args.tile) for spec in specs]
-    crops = [parse_crop(text) for text in args.crop] if args.crop else None
-    table = Table(title='comparison sheets')
-    for index, lq_path in enumerate(args.lq):
+SheetInput = Tuple[Path, Tensor, Optional[Tensor], List[Crop]]
+"""``(lq_path, lr01, gt01 or None, crops)`` of one sheet."""
+
+
+def load_inputs(lq_paths: Sequence[Path], gt_paths: Optional[Sequence[Path]], crop_texts: Optional[Sequence[str]],
+                scale: int = 4) -> List[SheetInput]:
+    """Read every ``--lq`` (and ``--gt``) image and check the crops against it, before any method runs:
+    ``ImageReadError`` / ``ValueError`` naming the file, the crop or the option."""
+    if gt_paths is not None and len(gt_paths) != len(lq_paths):
+        raise ValueError(f'--gt given {len(gt_paths)} times for {len(lq_paths)} --lq images (one GT per LR image)')
+    crops = [parse_crop(text) for text in crop_texts] if crop_texts else None
+    inputs = []
+    for index, lq_path in enumerate(lq_paths):
         lr01, _ = read_image(lq_path)
-        gt01 = read_image(args.gt[index])[0] if args.gt else None
+        gt01 = read_image(gt_paths[index])[0] if gt_paths else None
         if gt01 is not None:
-            check_gt_size(args.gt[index], gt01.shape, (lr01.shape[-2] * 4, lr01.shape[-1] * 4))
-        sheet, labels = build_sheet(lr01, gt01, methods, crops or [_centre_crop(*lr01.shape[-2:])],
-                                    seeds=tuple(args.seeds))
+            check_gt_size(gt_paths[index], gt01.shape, (lr01.shape[-2] * scale, lr01.shape[-1] * scale), scale)
+        image_crops = crops or [_centre_crop(*lr01.shape[-2:])]
+        for crop in image_crops:
+            try:
+                check_crop(crop, lr01.shape)
+            except ValueError as error:
+                raise ValueError(f'--crop for {lq_path}: {error}') from error
+        inputs.append((lq_path, lr01, gt01, image_crops))
+    return inputs
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Table:
+    """Write the sheets and return their table; a user mistake is one ERROR line and ``SystemExit(2)``."""
+    args, device = parse_run_arguments(build_parser(), argv)
+    with user_errors(logger):
+        inputs = load_inputs(args.lq, args.gt, args.crop)
+    specs = parse_methods(['bicubic'] + [text for text in args.method if text != 'bicubic'])
+    methods = [open_method(spec, device=device, tile=args.tile) for spec in specs]
+    table = Table(title='comparison sheets')
+    for lq_path, lr01, gt01, crops in inputs:
+        sheet, labels = build_sheet(lr01, gt01, methods, crops, seeds=tuple(args.seeds))
         out_path = args.out / f'{lq_path.stem}_sheet.png'
         write_image(out_path, torch.from_numpy(sheet).permute(2, 0, 1)[None].float() / 255.0)
         table.rows.append({'image': lq_path.name, 'sheet': str(out_path), 'columns': ' | '.join(labels),

@@ -12,6 +12,9 @@ Example::
 
     python -m lpnsr_arch.bench.consistency --pipeline options/inference_lpnsr_official.yml --seeds 5 \
         --dataset val=/data/val_realesrgan_x4/gt,/data/val_realesrgan_x4/lq --limit 8 --out results/consistency
+
+Every dataset is read and every pipeline's options file checked before the first pipeline runs: a user mistake ends
+the run with one ``ERROR`` line naming the argument and the file, and exit status 2.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from lpnsr_arch.bench.common import (Table, add_run_arguments, build_lpnsr, load_pairs, niqe_y, parse_dataset,
-                                     parse_run_arguments, positive_int, psnr_ssim_y, read_gt, report, to_bgr255)
+from lpnsr_arch.bench.common import (Table, add_run_arguments, load_datasets, niqe_y, open_lpnsr, parse_methods,
+                                     parse_run_arguments, psnr_ssim_y, read_gt, report, to_bgr255)
+from lpnsr_arch.cli_errors import ArgumentParser, int_at_least, non_negative_int, positive_int
 from lpnsr_arch.imageio import read_image
 from lpnsr_arch.pipeline import LPNSRPipeline
 
@@ -37,13 +41,14 @@ METRICS = ('psnr_y', 'ssim_y', 'niqe')
 
 
 def image_consistency(pipeline: LPNSRPipeline, pair, *, noise: str, seeds: Sequence[int], crop_border: int,
-                      tile: Optional[int], precision: str, device: torch.device) -> Dict[str, float]:
+                      tile: Optional[int], precision: str, device: torch.device,
+                      tile_overlap: Optional[int] = None) -> Dict[str, float]:
     """Per-image statistics over ``seeds``: pixel std and the mean/std of every metric (NaN if not applicable)."""
     lr01, _ = read_image(pair.lq)
     outputs = []
     scores: Dict[str, List[float]] = {name: [] for name in METRICS}
     for seed in seeds:
-        sr01 = pipeline(lr01.to(device), seed=seed, noise=noise, tile=tile,
+        sr01 = pipeline(lr01.to(device), seed=seed, noise=noise, tile=tile, tile_overlap=tile_overlap,
                         precision=precision)
         sr_bgr = to_bgr255(sr01)
         outputs.append(sr_bgr)
@@ -70,40 +75,42 @@ def _average(rows: List[Dict[str, float]]) -> Dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description='Seed-to-seed variation of LPNSR with learned vs Gaussian noise.')
+    """The command-line interface."""
+    parser = ArgumentParser(description='Seed-to-seed variation of LPNSR with learned vs Gaussian noise.')
     parser.add_argument('--pipeline', action='append', required=True,
                         help='LPNSR options file or @PRESET (official/small/tiny); repeat for several')
     parser.add_argument('--dataset', action='append', required=True, help='NAME=GT_DIR,LQ_DIR (GT_DIR may be empty)')
     parser.add_argument('--noise', nargs='+', choices=('learned', 'gaussian'), default=['learned', 'gaussian'])
-    parser.add_argument('--seeds', type=int, default=5, help='seeds per image (0 .. N-1 plus --seed-offset)')
+    parser.add_argument('--seeds', type=int_at_least(2), default=5,
+                        help='seeds per image, at least 2 (0 .. N-1 plus --seed-offset)')
     parser.add_argument('--seed-offset', type=int, default=0)
     parser.add_argument('--limit', type=positive_int, default=None, help='at most this many images per dataset')
-    parser.add_argument('--crop-border', type=int, default=4)
+    parser.add_argument('--crop-border', type=non_negative_int, default=4)
     add_run_arguments(parser, out_help='folder for consistency.csv / .json')
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Table:
+    """Run the benchmark and return its table; a user mistake is one ERROR line and ``SystemExit(2)``."""
     args, device = parse_run_arguments(build_parser(), argv)
-    if args.seeds < 2:
-        raise SystemExit('--seeds must be >= 2 to measure a spread')
     seeds = [args.seed_offset + i for i in range(args.seeds)]
-    datasets = [parse_dataset(text) for text in args.dataset]
+    datasets = load_datasets(args.dataset, args.limit)
+    specs = parse_methods(args.pipeline, option='--pipeline', kind='lpnsr')
     table = Table(title=f'consistency over {args.seeds} seeds ({args.precision}, {device})',
                   notes=['pixel_std: per-pixel std across seeds in 8-bit levels, averaged over pixels and images'])
-    for options in args.pipeline:
-        pipeline = build_lpnsr(options, device)
+    for spec in specs:
+        pipeline, tile, tile_overlap = open_lpnsr(spec, device=device, tile=args.tile)
         for noise in args.noise:
             if noise == 'learned' and pipeline.noise_predictor is None:
-                table.notes.append(f'{options}: no noise predictor, learned noise skipped')
+                table.notes.append(f'{spec.options}: no noise predictor, learned noise skipped')
                 continue
-            for name, gt_dir, lq_dir in datasets:
-                pairs = load_pairs(gt_dir, lq_dir, args.limit)
+            for name, pairs in datasets:
                 per_image = [
                     image_consistency(pipeline, pair, noise=noise, seeds=seeds, crop_border=args.crop_border,
-                                      tile=args.tile, precision=args.precision, device=device) for pair in pairs
+                                      tile=tile, tile_overlap=tile_overlap, precision=args.precision, device=device)
+                    for pair in pairs
                 ]
-                row = {'pipeline': Path(options).stem, 'noise': noise, 'dataset': name, 'images': len(pairs)}
+                row = {'pipeline': Path(spec.options).stem, 'noise': noise, 'dataset': name, 'images': len(pairs)}
                 row.update(_average(per_image))
                 table.rows.append(row)
     report(table, args.out, 'consistency', meta=vars(args))

@@ -6,6 +6,9 @@ Example::
         --method bicubic --method lpnsr:options/inference_lpnsr_official.yml \
         --dataset val=/data/val_realesrgan_x4/gt,/data/val_realesrgan_x4/lq \
         --dataset set5=/data/set5/hr,/data/set5/lr_bicubic_x4
+
+Every dataset is read and every method's options file checked before the first method runs: a user mistake ends
+the run with one ``ERROR`` line naming the argument and the file, and exit status 2.
 """
 from __future__ import annotations
 
@@ -17,9 +20,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, build_method, load_pairs, lpips_note, niqe_y,
-                                     parse_dataset, parse_method, parse_run_arguments, positive_int, psnr_ssim_y,
-                                     read_gt, report, to_bgr255)
+from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, load_datasets, lpips_note, niqe_y, open_method,
+                                     parse_methods, parse_run_arguments, psnr_ssim_y, read_gt, report, to_bgr255)
+from lpnsr_arch.cli_errors import ArgumentParser, non_negative_int, positive_int
 from lpnsr_arch.imageio import read_image
 
 __all__ = ['score_images', 'summarise', 'evaluate', 'main']
@@ -72,13 +75,14 @@ def evaluate(method: Method, dataset: str, pairs, *, seed: int, crop_border: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description='PSNR/SSIM (Y, crop border) and NIQE of methods on datasets.')
+    """The command-line interface."""
+    parser = ArgumentParser(description='PSNR/SSIM (Y, crop border) and NIQE of methods on datasets.')
     parser.add_argument('--method', action='append', required=True,
                         help='[NAME=]bicubic | basicsr:OPTIONS.yml | lpnsr:OPTIONS.yml | lpnsr:@PRESET (repeat)')
     parser.add_argument('--dataset', action='append', required=True,
                         help='NAME=GT_DIR,LQ_DIR (GT_DIR empty for no-reference sets; repeat)')
     parser.add_argument('--limit', type=positive_int, default=None, help='at most this many images per dataset')
-    parser.add_argument('--crop-border', type=int, default=4)
+    parser.add_argument('--crop-border', type=non_negative_int, default=4)
     parser.add_argument('--seed', type=int, default=12345, help='seed of the stochastic methods')
     parser.add_argument('--noise', choices=('learned', 'gaussian'), default=None, help='LPNSR noise override')
     add_run_arguments(parser, out_help='folder for quality.csv / .json and quality_per_image.csv / .json')
@@ -86,15 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Table:
+    """Run the benchmark and return its table; a user mistake is one ERROR line and ``SystemExit(2)``."""
     args, device = parse_run_arguments(build_parser(), argv)
-    datasets = [parse_dataset(text) for text in args.dataset]
+    datasets = load_datasets(args.dataset, args.limit)
+    specs = parse_methods(args.method)
     table = Table(title=f'quality (Y channel, crop {args.crop_border}, seed {args.seed}, {args.precision}, {device})',
                   notes=[lpips_note()])
     per_image = Table(title=f'{table.title}, per image')
-    for spec in (parse_method(text) for text in args.method):
-        method = build_method(spec, device=device, noise=args.noise, tile=args.tile, precision=args.precision)
-        for name, gt_dir, lq_dir in datasets:
-            pairs = load_pairs(gt_dir, lq_dir, args.limit)
+    for spec in specs:
+        method = open_method(spec, device=device, noise=args.noise, tile=args.tile, precision=args.precision)
+        for name, pairs in datasets:
             logger.info(f'{method.name} on {name}: {len(pairs)} images')
             scores = score_images(method, pairs, seed=args.seed, crop_border=args.crop_border)
             table.rows.append(summarise(method.name, name, scores))

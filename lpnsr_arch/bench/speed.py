@@ -21,6 +21,9 @@ Example (GPU)::
     python -m lpnsr_arch.bench.speed --preset official --out results/bench_speed
     python -m lpnsr_arch.bench.speed --preset official --no-infer --train-paths fp16_ckpt bf16_ckpt_fused
     python -m lpnsr_arch.bench.speed --small --sizes 64 --repeats 1 --train-batch 1    # CPU smoke run
+
+The arguments (path names, tile sizes, the training HR size) are checked before anything is timed: a mistake ends
+the run with one ``ERROR`` line naming the option, and exit status 2.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lpnsr_arch.bench.common import Table, add_run_arguments, parse_run_arguments, report
 from lpnsr_arch.bench.presets import preset_options
+from lpnsr_arch.cli_errors import ArgumentParser, non_negative_int, positive_int, user_errors
 from lpnsr_arch.models.lpnsr_model import LPNSRModel
 from lpnsr_arch.pipeline import LPNSRPipeline, lr_size_multiple
 from lpnsr_arch.tiling import count_tiles
@@ -321,13 +325,29 @@ def training_batch(*, batch_size: int, hr_size: int, scale: int, seed: int) -> D
     return {'lq': lq, 'gt': gt}
 
 
-def check_training_size(model: LPNSRModel, hr_size: int) -> None:
-    """Raise a ``ValueError`` unless an HR side of ``hr_size`` gives a latent the networks accept (training does not
-    pad, unlike inference)."""
+def training_hr_multiple(model: LPNSRModel) -> int:
+    """The HR sides the model's networks accept in training are multiples of this (training does not pad, unlike
+    inference)."""
     latent_multiple = math.lcm(int(model.net_unet.size_multiple), int(model.get_bare_model(model.net_g).size_multiple))
-    hr_multiple = model.scale * lr_size_multiple(model.scale, int(model.net_ae.downscale), latent_multiple)
+    return model.scale * lr_size_multiple(model.scale, int(model.net_ae.downscale), latent_multiple)
+
+
+def check_training_size(hr_multiple: int, hr_size: int) -> None:
+    """Raise a ``ValueError`` naming ``--train-hr`` unless ``hr_size`` is a multiple of ``hr_multiple``
+    (:func:`training_hr_multiple`)."""
     if hr_size % hr_multiple:
         raise ValueError(f'--train-hr {hr_size}: the HR side must be a multiple of {hr_multiple} for these networks')
+
+
+def preset_training_hr_multiple(preset: Mapping, *, device: torch.device) -> int:
+    """:func:`training_hr_multiple` of a model built for that alone (and released), so that ``main`` can refuse a
+    ``--train-hr`` before anything is timed."""
+    model = build_training_model(preset, REFERENCE_TRAIN_PATH, device=device, seed=0)
+    try:
+        return training_hr_multiple(model)
+    finally:
+        model = None  # drop the reference before freeing memory
+        _release(device)
 
 
 def noise_predictor_parameters(model: LPNSRModel) -> List[Tensor]:
@@ -386,7 +406,7 @@ def train_reference(preset: Mapping, batch: Mapping[str, Tensor], *, device: tor
         model = None
         try:
             model = build_training_model(preset, path, device=device, seed=seed, lr=lr)
-            check_training_size(model, hr_size)
+            check_training_size(training_hr_multiple(model), hr_size)
             initial = noise_predictor_parameters(model)
             seeded_first_step(model, batch, seed)
             updated = noise_predictor_parameters(model)
@@ -470,35 +490,37 @@ def run_training(preset: Mapping, paths: Sequence[TrainPath], *, batch_size: int
 
 def select_by_name(available: Sequence[Result], names: Optional[Sequence[str]], *, option: str,
                    keep: str) -> List[Result]:
-    """The entries of ``available`` named in ``names`` (all when ``names`` is empty), always with ``keep``."""
+    """The entries of ``available`` named in ``names`` (all when ``names`` is empty), always with ``keep``;
+    ``ValueError`` naming ``option`` for an unknown name."""
     if not names:
         return list(available)
     known = [entry.name for entry in available]
     unknown = sorted(set(names) - set(known))
     if unknown:
-        raise SystemExit(f'unknown {option} {unknown}; available: {known}')
+        raise ValueError(f'unknown {option} {unknown}; available here: {known}')
     return [entry for entry in available if entry.name in names or entry.name == keep]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description='LPNSR inference and training-step speed (random weights).')
+    """The command-line interface."""
+    parser = ArgumentParser(description='LPNSR inference and training-step speed (random weights).')
     parser.add_argument('--preset', choices=('official', 'small', 'tiny'), default='official')
     parser.add_argument('--small', action='store_true', help='shorthand for --preset small (CPU runs)')
     parser.add_argument('--infer', action=argparse.BooleanOptionalAction, default=True,
                         help='run the inference cases (table speed)')
     parser.add_argument('--train', action=argparse.BooleanOptionalAction, default=True,
                         help='run the training step of the noise predictor (table speed_train)')
-    parser.add_argument('--sizes', type=int, nargs='+', default=[64, 256, 512], help='LR sizes (square)')
-    parser.add_argument('--tile', type=int, default=256, help='LR tile for sizes above it (official 256)')
-    parser.add_argument('--tile-overlap', type=int, default=128)
+    parser.add_argument('--sizes', type=positive_int, nargs='+', default=[64, 256, 512], help='LR sizes (square)')
+    parser.add_argument('--tile', type=positive_int, default=256, help='LR tile for sizes above it (official 256)')
+    parser.add_argument('--tile-overlap', type=non_negative_int, default=128, help='smaller than --tile')
     parser.add_argument('--paths', nargs='+', default=None, help='subset of path names (default: all for the device)')
     parser.add_argument('--train-paths', nargs='+', default=None,
                         help='subset of training path names (default: all; eager_fp32 is always run)')
-    parser.add_argument('--train-batch', type=int, default=8, help='training batch size (official 8)')
-    parser.add_argument('--train-hr', type=int, default=256, help='training HR crop side (official 256)')
+    parser.add_argument('--train-batch', type=positive_int, default=8, help='training batch size (official 8)')
+    parser.add_argument('--train-hr', type=positive_int, default=256, help='training HR crop side (official 256)')
     parser.add_argument('--train-lr', type=float, default=OFFICIAL_TRAIN_LR, help='AdamW learning rate')
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--warmup', type=non_negative_int, default=1)
+    parser.add_argument('--repeats', type=positive_int, default=3)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--peak-tflops', type=float, default=0.0, help='chip peak for MFU (0: from the device name)')
     add_run_arguments(parser, out_help='folder for speed[_train].csv / .json', tile=False, precision=False)
@@ -509,12 +531,29 @@ def _mfu_note(peak: Optional[float]) -> str:
     return f'MFU against {peak} TFLOP/s dense bf16' if peak else 'MFU: no peak known for this device'
 
 
-def run_inference(preset: str, args: argparse.Namespace, device: torch.device, peak: Optional[float],
-                  device_name: str) -> Table:
-    """The inference table (see the module docstring)."""
-    torch.manual_seed(args.seed)
-    pipeline = LPNSRPipeline.from_options(preset_options(preset), device)
+def check_case_tiles(pipeline: LPNSRPipeline, args: argparse.Namespace) -> None:
+    """``ValueError`` naming ``--tile`` / ``--tile-overlap`` when a case is tiled and the tile does not fit the
+    pipeline's networks."""
+    if any(size > args.tile for size in args.sizes):
+        try:
+            pipeline.check_tile(args.tile, args.tile_overlap)
+        except ValueError as error:
+            raise ValueError(f'--tile {args.tile} --tile-overlap {args.tile_overlap}: {error}') from error
+
+
+def select_paths(args: argparse.Namespace, device: torch.device) -> Tuple[List[SpeedPath], List[TrainPath]]:
+    """The inference and training paths to run; ``ValueError`` for nothing to run or an unknown path name."""
+    if not (args.infer or args.train):
+        raise ValueError('nothing to run: --no-infer and --no-train')
     paths = select_by_name(default_paths(device), args.paths, option='--paths', keep='eager_fp32')
+    train_paths = select_by_name(default_train_paths(), args.train_paths, option='--train-paths',
+                                 keep=REFERENCE_TRAIN_PATH.name)
+    return paths, train_paths
+
+
+def run_inference(pipeline: LPNSRPipeline, paths: Sequence[SpeedPath], preset: str, args: argparse.Namespace,
+                  device: torch.device, peak: Optional[float], device_name: str) -> Table:
+    """The inference table (see the module docstring)."""
     table = Table(title=f'speed: preset {preset}, {device_name}, torch {torch.__version__}',
                   notes=[_mfu_note(peak), 'max_abs_diff: against eager_fp32, same seed, output in [0, 1]'])
     for case in default_cases(args.sizes, args.tile, args.tile_overlap):
@@ -525,21 +564,29 @@ def run_inference(preset: str, args: argparse.Namespace, device: torch.device, p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Table]:
-    """Run the selected benchmarks; returns their tables by report stem (``speed``, ``speed_train``)."""
+    """Run the selected benchmarks; returns their tables by report stem (``speed``, ``speed_train``). A user
+    mistake is one ERROR line and ``SystemExit(2)`` before anything is timed."""
     args, device = parse_run_arguments(build_parser(), argv)
-    if not (args.infer or args.train):
-        raise SystemExit('nothing to run: --no-infer and --no-train')
-    if args.train_batch < 1 or args.train_hr < 1:
-        raise SystemExit(f'--train-batch and --train-hr must be positive, got {args.train_batch}, {args.train_hr}')
     preset = 'small' if args.small else args.preset
-    train_paths = select_by_name(default_train_paths(), args.train_paths, option='--train-paths',
-                                 keep=REFERENCE_TRAIN_PATH.name)
+    with user_errors(logger, types=(ValueError, )):
+        paths, train_paths = select_paths(args, device)
+    if args.train:
+        hr_multiple = preset_training_hr_multiple(preset_options(preset), device=device)
+        with user_errors(logger, types=(ValueError, )):
+            check_training_size(hr_multiple, args.train_hr)
+    if args.infer:
+        torch.manual_seed(args.seed)
+        pipeline = LPNSRPipeline.from_options(preset_options(preset), device)
+        with user_errors(logger, types=(ValueError, )):
+            check_case_tiles(pipeline, args)
     peak = peak_tflops(device, args.peak_tflops)
     device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
     meta = {**vars(args), 'device': device_name, 'torch': torch.__version__}
     tables: Dict[str, Table] = {}
     if args.infer:
-        tables['speed'] = run_inference(preset, args, device, peak, device_name)
+        tables['speed'] = run_inference(pipeline, paths, preset, args, device, peak, device_name)
+        pipeline = None  # free its memory before the training step is measured
+        _release(device)
     if args.train:
         table = run_training(preset_options(preset), train_paths, batch_size=args.train_batch, hr_size=args.train_hr,
                              device=device, warmup=args.warmup, repeats=args.repeats, peak=peak, seed=args.seed,
