@@ -179,3 +179,11 @@ def test_basicsr_method_checkpoints_resolve_from_the_repository(tmp_path, monkey
     options = Path(__file__).resolve().parents[1] / 'options' / 'demo' / 'test_rrdbnet_upsampler_demo.yml'
     method = build_method(parse_method(f'rrdbnet=basicsr:{options}'), device=torch.device('cpu'))
     assert method.upscale(torch.rand(1, 3, 8, 8), 0).shape == (1, 3, 32, 32)
+
+
+def test_flop_count_includes_attention_on_the_cpu():
+    """The fused CPU attention kernel has no FLOP formula in PyTorch; the speed benchmark registers SDPA's."""
+    import torch.nn.functional as F
+    from lpnsr_arch.bench.speed import count_flops
+    q = torch.randn(1, 1, 256, 32)
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, q, q)) == 4 * 256 * 256 * 32

@@ -173,3 +173,23 @@ def test_networks_under_autocast_are_finite_and_close(tiny_unet_kwargs, tiny_vq_
     scale = ref.abs().max().item()
     assert (out.float() - ref).abs().max().item() < 0.05 * scale
     assert (dec.float() - ref_dec).abs().max().item() < 0.1 * ref_dec.abs().max().item()
+
+
+def test_vq_attention_takes_a_fused_kernel_and_equals_the_plain_maths():
+    """The mid-block attention must reach SDPA with contiguous q/k/v (else PyTorch falls back to the math path, which
+    materialises the (hw x hw) score matrix: 16 GiB per official 256-px tile)."""
+    from lpnsr_arch.archs.vqgan_arch import AttnBlock
+    torch.manual_seed(0)
+    block = AttnBlock(32).eval()
+    x = torch.randn(2, 32, 12, 10)
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out = block(x)
+    names = {event.name for event in prof.events()}
+    assert 'aten::scaled_dot_product_attention' in names
+    assert 'aten::_scaled_dot_product_attention_math' not in names
+    with torch.no_grad():
+        y = block.norm(x).flatten(2)  # (b, c, hw)
+        q, k, v = (torch.einsum('oc,bcn->bno', p.weight[:, :, 0, 0], y) + p.bias for p in (block.q, block.k, block.v))
+        attention = torch.softmax(q @ k.transpose(1, 2) / 32**0.5, dim=-1) @ v  # (b, hw, c)
+        expected = x + block.proj_out(attention.transpose(1, 2).reshape(x.shape))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

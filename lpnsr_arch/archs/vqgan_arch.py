@@ -55,8 +55,11 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        y = self.norm(x)
-        q, k, v = (proj(y).view(b, 1, c, h * w).transpose(-1, -2) for proj in (self.q, self.k, self.v))
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (b, hw, c)
+        # the 1x1 convs as linear maps over the tokens: q, k, v come out with a contiguous last dimension, which the
+        # fused attention kernels need (a transposed conv output sends SDPA to the math path and its hw x hw matrix)
+        q, k, v = (F.linear(tokens, proj.weight.flatten(1), proj.bias).unsqueeze(1)
+                   for proj in (self.q, self.k, self.v))
         out = F.scaled_dot_product_attention(q, k, v)  # (b, 1, hw, c)
         return x + self.proj_out(out.transpose(-1, -2).reshape(b, c, h, w))
 
@@ -207,8 +210,8 @@ class VectorQuantizer(nn.Module):
             code_sq = (codes**2).sum(dim=1)
             out = []
             for part in flat.split(self.chunk):
-                dist = (part**2).sum(dim=1, keepdim=True) + code_sq - 2 * part @ codes.t()
-                out.append(dist.argmin(dim=1))
+                # |z|^2 - 2 z.e + |e|^2 without the |z|^2 term (the same for every code of a row): one fused pass
+                out.append(torch.addmm(code_sq, part, codes.t(), alpha=-2).argmin(dim=1))
         return torch.cat(out).view(b, h, w)
 
     def forward(self, z: Tensor) -> Tensor:

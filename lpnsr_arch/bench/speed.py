@@ -140,8 +140,27 @@ def time_runs(run: Callable[[], Result], device: torch.device, *, warmup: int,
     return times, output
 
 
+def _register_cpu_attention_flops() -> None:
+    """Give PyTorch's fused CPU attention kernels the FLOP formulas of the other SDPA kernels (``flop_counter`` has
+    none for them and would count the attention of a CPU run as 0 FLOPs; the CUDA kernels are registered)."""
+    from torch.utils import flop_counter
+    forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if forward in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(forward)
+    def forward_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @flop_counter.register_flop_formula(backward)
+    def backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
 def count_flops(run: Callable[[], object]) -> int:
-    """Total FLOPs of one ``run`` (``torch.utils.flop_counter``)."""
+    """Total FLOPs of one ``run`` (``torch.utils.flop_counter``; attention counted on every device)."""
+    _register_cpu_attention_flops()
     counter = FlopCounterMode(display=False)
     with counter:
         run()
