@@ -193,3 +193,29 @@ def test_vq_attention_takes_a_fused_kernel_and_equals_the_plain_maths():
         attention = torch.softmax(q @ k.transpose(1, 2) / 32**0.5, dim=-1) @ v  # (b, hw, c)
         expected = x + block.proj_out(attention.transpose(1, 2).reshape(x.shape))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('size', [(16, 16), (20, 28), (32, 24)])
+def test_swinir_equals_basicsr_and_builds_no_mask_per_call(size, monkeypatch):
+    """Same weights, same outputs as BasicSR's SwinIR (at the construction size and others); the shift masks come
+    from the cache, not from BasicSR's per-call ``calculate_mask``."""
+    from basicsr.archs.swinir_arch import SwinIR, SwinTransformerBlock
+    config = dict(upscale=4, img_size=16, window_size=4, depths=[2, 2], embed_dim=16, num_heads=[2, 2],
+                  mlp_ratio=2.0, upsampler='nearest+conv', resi_connection='1conv', drop_path_rate=0.0)
+    torch.manual_seed(0)
+    ours = LPNSRSwinIR(**{**config, 'depths': (2, 2), 'num_heads': (2, 2)}).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # non-trivial bias tables
+    reference = SwinIR(in_chans=3, img_range=1.0, **config).eval()
+    reference.load_state_dict(ours.state_dict())
+    calls = []
+    original = SwinTransformerBlock.calculate_mask
+    monkeypatch.setattr(SwinTransformerBlock, 'calculate_mask', lambda self, s: calls.append(s) or original(self, s))
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        expected = reference(x)
+        calls.clear()
+        out = ours(x)
+    assert calls == []
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

@@ -9,12 +9,14 @@ All take images in [0, 1] and return the upscaled image, not clamped.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+import itertools
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from basicsr.archs.rrdbnet_arch import RRDBNet
-from basicsr.archs.swinir_arch import SwinIR
+from basicsr.archs.swinir_arch import SwinIR, SwinTransformerBlock, WindowAttention, window_partition, window_reverse
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
@@ -24,9 +26,72 @@ def bicubic_upscale(x: Tensor, scale: int) -> Tensor:
     return F.interpolate(x, scale_factor=scale, mode='bicubic', align_corners=False)
 
 
+@functools.lru_cache(maxsize=16)
+def swinir_shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
+    """SwinIR's additive mask of the shifted windows, (nW, N, N) with N = window², 0 inside a region and -100 across
+    regions, for an (height, width) feature map: BasicSR's ``calculate_mask``, built once per size and device (BasicSR
+    rebuilds it on the host for every block and every call at any size but the construction size)."""
+    regions = torch.zeros(1, height, width, 1)
+    bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for index, (rows, cols) in enumerate(itertools.product(bounds, bounds)):
+        regions[:, rows, cols, :] = index
+    ids = window_partition(regions, window).view(-1, window * window)
+    return (ids.unsqueeze(1) - ids.unsqueeze(2)).ne(0).float().mul_(-100.0).to(device)
+
+
+class SwinIRWindowAttention(WindowAttention):
+    """BasicSR's SwinIR window attention through ``scaled_dot_product_attention`` (same parameters and maths: the
+    relative-position bias plus the shift mask as an additive attention mask)."""
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """x: (nW*B, N, C); mask: (nW, N, N) additive, or None. Returns (nW*B, N, C)."""
+        windows, n, c = x.shape
+        heads = self.num_heads
+        q, k, v = self.qkv(x).view(windows, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, heads)
+        bias = bias.permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
+        if mask is not None:  # (nW, heads, N, N), repeated over the batch (a view when B = 1)
+            per_window = bias + mask.unsqueeze(1)
+            bias = per_window.unsqueeze(0).expand(windows // mask.shape[0], *per_window.shape).reshape(
+                windows, heads, n, n)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
+                                             dropout_p=self.attn_drop.p if self.training else 0.0)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(windows, n, c)))
+
+
+class SwinIRBlock(SwinTransformerBlock):
+    """BasicSR's SwinIR block with its shift mask cached per size and device (:func:`swinir_shift_mask`) and no mask
+    at all for the unshifted blocks (BasicSR adds an all-zero one at other sizes than the construction size)."""
+
+    def shift_mask(self, x_size: Tuple[int, int], device: torch.device) -> Optional[Tensor]:
+        """The (nW, N, N) mask of this block for an ``x_size`` feature map; None for an unshifted block."""
+        if self.shift_size == 0:
+            return None
+        if tuple(x_size) == tuple(self.input_resolution) and self.attn_mask is not None:
+            return self.attn_mask
+        return swinir_shift_mask(int(x_size[0]), int(x_size[1]), self.window_size, self.shift_size, device)
+
+    def forward(self, x: Tensor, x_size: Tuple[int, int]) -> Tensor:
+        """x: (B, H*W, C) tokens of an ``x_size`` = (H, W) map. Returns the same shape."""
+        height, width = x_size
+        batch, _, channels = x.shape
+        window, shift = self.window_size, self.shift_size
+        features = self.norm1(x).view(batch, height, width, channels)
+        if shift:
+            features = torch.roll(features, shifts=(-shift, -shift), dims=(1, 2))
+        windows = window_partition(features, window).view(-1, window * window, channels)
+        windows = self.attn(windows, mask=self.shift_mask(x_size, x.device))
+        features = window_reverse(windows.view(-1, window, window, channels), window, height, width)
+        if shift:
+            features = torch.roll(features, shifts=(shift, shift), dims=(1, 2))
+        x = x + self.drop_path(features.reshape(batch, height * width, channels))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
 @ARCH_REGISTRY.register()
 class LPNSRSwinIR(SwinIR):
-    """BasicSR ``SwinIR`` with the official reflect padding to a multiple of ``window_size`` and the crop back.
+    """BasicSR ``SwinIR`` with the official reflect padding to a multiple of ``window_size`` and the crop back, its
+    window attention through ``scaled_dot_product_attention`` and its shift masks cached per size and device.
 
     Same constructor and state-dict keys as BasicSR's ``SwinIR`` (defaults: SwinIR-L, real-SR x4 GAN model).
     Input (B, 3, H, W) in [0, 1] (``img_range`` 1); output (B, 3, H*upscale, W*upscale).
@@ -42,6 +107,11 @@ class LPNSRSwinIR(SwinIR):
                          drop_path_rate=drop_path_rate, use_checkpoint=use_checkpoint)
         self.scale = upscale
         self.pad_multiple = window_size
+        for module in self.modules():  # same parameters and keys; faster forward passes (see the two classes)
+            if type(module) is WindowAttention:
+                module.__class__ = SwinIRWindowAttention
+            elif type(module) is SwinTransformerBlock:
+                module.__class__ = SwinIRBlock
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
