@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from lpnsr_arch.archs import swin
-from lpnsr_arch.archs.swin import SwinBlock, official_shift_mask, official_shift_mask_cpu
+from lpnsr_arch.archs.swin import SwinBlock, official_shift_mask, build_official_shift_mask
 
 
 def literal_official_rule(height, width, window, shift):
@@ -25,12 +25,12 @@ def literal_official_rule(height, width, window, shift):
 
 def test_mask_matches_the_literal_rule_at_several_sizes():
     for h, w in [(16, 16), (32, 16), (24, 40), (64, 64)]:
-        torch.testing.assert_close(official_shift_mask_cpu(h, w, 8, 4), literal_official_rule(h, w, 8, 4),
+        torch.testing.assert_close(build_official_shift_mask(h, w, 8, 4), literal_official_rule(h, w, 8, 4),
                                    rtol=0, atol=0)
 
 
 def test_mask_structure_differs_from_standard_swin():
-    mask = official_shift_mask_cpu(16, 16, 8, 4)  # 2 x 2 windows
+    mask = build_official_shift_mask(16, 16, 8, 4)  # 2 x 2 windows
     assert mask[0].abs().sum() == 0 and mask[1].abs().sum() == 0  # first window-row: unmasked
     last = mask[2]
     col = torch.arange(64) % 8
@@ -56,7 +56,7 @@ def test_sdpa_attention_equals_explicit_softmax():
     attn = swin.WindowAttention(dim=32, window_size=8, num_heads=2)
     attn.relative_position_bias_table.data.normal_()
     x = torch.randn(8, 64, 32)
-    mask = official_shift_mask_cpu(16, 32, 8, 4)  # 8 windows
+    mask = build_official_shift_mask(16, 32, 8, 4)  # 8 windows
     with torch.no_grad():
         out = attn(x, mask=mask)
         q, k, v = attn.qkv(x).view(8, 64, 3, 2, 16).permute(2, 0, 3, 1, 4)

@@ -38,8 +38,10 @@ def relative_position_index(window_size: int) -> Tensor:
     return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]
 
 
-def official_shift_mask_cpu(height: int, width: int, window_size: int, shift_size: int) -> Tensor:
-    """The official channel-first Swin's shifted-window mask for an (height, width) map: (nW, N, N) float32.
+def build_official_shift_mask(height: int, width: int, window_size: int, shift_size: int,
+                              device: Optional[torch.device] = None) -> Tensor:
+    """The official channel-first Swin's shifted-window mask for an (height, width) map: (nW, N, N) float32, built
+    on ``device`` (default CPU).
 
     Derivation of the official rule (facts in the spec, §1b Quirk 2): region labels end up depending only on the
     window-row and on the token's in-window column ``j``. Windows outside the last window-row are unmasked; in the
@@ -49,27 +51,28 @@ def official_shift_mask_cpu(height: int, width: int, window_size: int, shift_siz
     if height % window_size or width % window_size:
         raise ValueError(f'feature map {height}x{width} is not a multiple of the window size {window_size}')
     n_rows, n_cols = height // window_size, width // window_size
-    j = torch.arange(window_size * window_size) % window_size  # in-window column of each token
+    j = torch.arange(window_size * window_size, device=device) % window_size  # in-window column of each token
     last_row_label = (j >= window_size - shift_size).long() + 1  # 1 or 2
-    labels = torch.zeros(n_rows, n_cols, window_size * window_size, dtype=torch.long)
+    labels = torch.zeros(n_rows, n_cols, window_size * window_size, dtype=torch.long, device=device)
     labels[-1] = last_row_label
     labels = labels.reshape(n_rows * n_cols, -1)
     differ = labels[:, None, :] != labels[:, :, None]
-    return torch.zeros(differ.shape, dtype=torch.float32).masked_fill(differ, MASK_VALUE)
+    return torch.zeros(differ.shape, dtype=torch.float32, device=device).masked_fill(differ, MASK_VALUE)
 
 
 @functools.lru_cache(maxsize=16)  # masks are 256*H*W bytes each (device memory): keep a few sizes only
 def _cached_shift_mask(height: int, width: int, window_size: int, shift_size: int, device: torch.device,
                        dtype: torch.dtype) -> Tensor:
-    return official_shift_mask_cpu(height, width, window_size, shift_size).to(device=device, dtype=dtype)
+    return build_official_shift_mask(height, width, window_size, shift_size, device).to(dtype)
 
 
 def official_shift_mask(height: int, width: int, window_size: int, shift_size: int, device: torch.device,
                         dtype: torch.dtype) -> Tensor:
-    """:func:`official_shift_mask_cpu` on ``device`` in ``dtype``, built once per combination and cached.
+    """:func:`build_official_shift_mask` on ``device`` in ``dtype``, built once per combination and cached.
 
     The cache means no host work and no host-to-device copy inside a sampling loop (and CUDA-graph capture works
-    once the mask exists for the captured size).
+    once the mask exists for the captured size). Under ``torch.compile`` the cache is traced through: the mask is
+    then rebuilt inside the graph, but on ``device`` (no host tensors, no copy).
     """
     return _cached_shift_mask(height, width, window_size, shift_size, torch.device(device), dtype)
 
@@ -161,7 +164,8 @@ class SwinBlock(nn.Module):
         self.norm2 = GroupNorm32(32, dim)
         self.mlp = ConvMlp(dim=dim, hidden_dim=int(dim * mlp_ratio))
         if shift_size > 0:
-            self.register_buffer('attn_mask', official_shift_mask_cpu(resolution, resolution, window_size, shift_size))
+            mask = build_official_shift_mask(resolution, resolution, window_size, shift_size)
+            self.register_buffer('attn_mask', mask)
         else:
             self.attn_mask = None
 
