@@ -27,6 +27,7 @@ from basicsr.utils.lmdb_util import make_lmdb_from_imgs  # noqa: E402
 
 from lpnsr_arch.cli_errors import ArgumentParser, prepare_output_folder, require_folder, user_errors  # noqa: E402
 from lpnsr_arch.data.realesrgan_crop_dataset import scan_image_folder  # noqa: E402
+from lpnsr_arch.messages import name_list  # noqa: E402
 
 LOGGER = logging.getLogger('make_lmdb')
 _MIN_MAP_SIZE = 64 * 1024 ** 2
@@ -67,9 +68,8 @@ def check_readable(folder: str, paths: List[str]) -> None:
     headers: a damaged file with a valid header still fails later, in BasicSR's reader)."""
     unreadable = [path for path in paths if not cv2.haveImageReader(os.path.join(folder, path))]
     if unreadable:
-        shown = ', '.join(os.path.join(folder, path) for path in unreadable[:5])
-        more = f' and {len(unreadable) - 5} more' if len(unreadable) > 5 else ''
-        raise ValueError(f"--input '{folder}': {len(unreadable)} file(s) are not readable images: {shown}{more}")
+        files = name_list([os.path.join(folder, path) for path in unreadable])
+        raise ValueError(f"--input '{folder}': {len(unreadable)} file(s) are not readable images: {files}")
 
 
 def prepare_lmdb(input_folder: str, output: str) -> Tuple[List[str], List[str]]:

@@ -22,6 +22,9 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '
 # the formats OpenCV writes with 16 bits per channel (others would clip the values to 8 bits: a white image)
 SIXTEEN_BIT_EXTENSIONS = ('.png', '.tif', '.tiff', '.ppm', '.pgm')
 EXIF_ORIENTATION_TAG = 0x0112
+# OpenCV's IMREAD_UNCHANGED decode already turns these upright (libtiff applies the orientation tag); the others
+# (JPEG, PNG, WebP) it returns as stored
+ORIENTED_BY_OPENCV = ('.tif', '.tiff')
 
 
 class ImageReadError(ValueError):
@@ -58,8 +61,8 @@ def exif_orientation(path: Path) -> int:
     try:
         with Image.open(path) as image:
             value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return 1
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
+        return 1  # PIL refuses images above ~179 MP (OpenCV decodes them): no tag is read then
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
@@ -100,7 +103,8 @@ def read_image(path: str | Path) -> Tuple[Tensor, ImageRecord]:
     array = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ImageReadError(f'{path}: not a readable image (OpenCV could not decode it)')
-    array = apply_orientation(array, exif_orientation(path))
+    if path.suffix.lower() not in ORIENTED_BY_OPENCV:
+        array = apply_orientation(array, exif_orientation(path))
     unit, bit_depth = _to_unit_float(array, path)
     alpha = None
     if unit.ndim == 2 or (unit.ndim == 3 and unit.shape[2] == 1):

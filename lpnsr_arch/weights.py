@@ -11,10 +11,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
+
+from lpnsr_arch.messages import name_list
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +93,11 @@ def unwrap_state_dict(obj: object, param_key: Optional[str] = 'auto', source: st
     return state
 
 
-def read_state_dict(path: Union[str, os.PathLike], param_key: Optional[str] = 'auto') -> StateDict:
-    """Read the network weights of a checkpoint file (see :func:`unwrap_state_dict`)."""
-    return unwrap_state_dict(read_checkpoint_file(path), param_key=param_key, source=str(path))
+def read_state_dict(path: Union[str, os.PathLike], param_key: Optional[str] = 'auto',
+                    source: Optional[str] = None) -> StateDict:
+    """Read the network weights of a checkpoint file (see :func:`unwrap_state_dict`; ``source`` names it in errors,
+    default the path)."""
+    return unwrap_state_dict(read_checkpoint_file(path), param_key=param_key, source=source or str(path))
 
 
 def load_checkpoint_params(path: Union[str, os.PathLike], param_key: str) -> StateDict:
@@ -133,8 +137,7 @@ def check_compatibility(net: nn.Module, state: Mapping[str, Tensor], source: str
         for title, items in (('missing keys', missing), ('unexpected keys', unexpected), ('wrong shapes', shapes),
                              ('shift masks', layout)):
             if items:
-                more = f' ... (+{len(items) - 20} more)' if len(items) > 20 else ''
-                lines.append(f'  {title} ({len(items)}): ' + ', '.join(items[:20]) + more)
+                lines.append(f'  {title} ({len(items)}): {name_list(items, shown=20)}')
         raise CheckpointError('\n'.join(lines))
 
 
@@ -152,7 +155,7 @@ def load_weights(net: nn.Module, weights: Union[str, os.PathLike, Mapping[str, T
         state = unwrap_state_dict(weights, param_key=param_key, source=source)
     else:
         source = source or str(weights)
-        state = unwrap_state_dict(read_checkpoint_file(weights), param_key=param_key, source=source)
+        state = read_state_dict(weights, param_key=param_key, source=source)
     if strict:
         check_compatibility(net, state, source)
     expected = net.state_dict()
@@ -162,7 +165,7 @@ def load_weights(net: nn.Module, weights: Union[str, os.PathLike, Mapping[str, T
     if not strict and (result.missing_keys or unused):
         logger.warning('%s: loaded %d tensors into %s; %d keys not in the checkpoint (%s), %d checkpoint keys unused '
                        '(%s)', source, len(usable), type(net).__name__, len(result.missing_keys),
-                       _first_names(result.missing_keys), len(unused), _first_names(unused))
+                       name_list(result.missing_keys), len(unused), name_list(unused))
     return net
 
 
@@ -171,11 +174,6 @@ def load_pretrained(net: nn.Module, path: Union[str, os.PathLike], *, param_key:
     """Load a training recipe's ``path.pretrain_network_*`` file into ``net`` (the entry ``param_key`` when the file
     has it, else its own layout: see :func:`load_checkpoint_params`); errors name the file."""
     return load_weights(net, load_checkpoint_params(path, param_key), param_key=None, strict=strict, source=str(path))
-
-
-def _first_names(keys: Sequence[str], limit: int = 5) -> str:
-    shown = ', '.join(keys[:limit])
-    return shown + (f', ... (+{len(keys) - limit} more)' if len(keys) > limit else '') if keys else 'none'
 
 
 def save_state_dict(path: Union[str, os.PathLike], state: Mapping[str, Tensor] | Mapping[str, Mapping[str, Tensor]],

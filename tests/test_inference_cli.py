@@ -188,3 +188,28 @@ def test_an_output_path_that_is_a_file_and_a_bad_tile_batch_are_one_line_errors(
     assert "-o/--output '" in caplog.text and 'is an existing file, not a folder' in caplog.text
     assert (tmp_path / 'taken').read_text() == 'keep me'
     assert _run(options_file, '-i', str(tmp_path / 'in'), '--tile-batch', '0') == 2
+
+
+@pytest.mark.parametrize('orientation', [3, 6])
+def test_tiff_orientation_is_applied_once(tmp_path, orientation):
+    tifffile = pytest.importorskip('tifffile')
+    pixels = np.random.default_rng(orientation).integers(0, 65536, (6, 10, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / 'scan.tif', pixels, photometric='rgb', extratags=[(274, 'H', 1, orientation, True)])
+    image, record = read_image(tmp_path / 'scan.tif')
+    upright = np.rot90(pixels, k=-1) if orientation == 6 else pixels[::-1, ::-1]
+    assert record.bit_depth == 16
+    np.testing.assert_allclose(image[0].permute(1, 2, 0).numpy(), upright / 65535.0, atol=1e-6)
+
+
+def test_a_huge_image_header_does_not_stop_the_orientation_lookup(tmp_path):
+    import zlib
+
+    from PIL import Image
+    from lpnsr_arch.imageio import exif_orientation
+    path = tmp_path / 'huge.png'
+    Image.new('L', (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = (20000).to_bytes(4, 'big') * 2  # IHDR width and height: 400 MP, above PIL's bomb limit
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, 'big')  # the IHDR chunk's CRC
+    path.write_bytes(bytes(data))
+    assert exif_orientation(path) == 1

@@ -219,3 +219,23 @@ def test_swinir_equals_basicsr_and_builds_no_mask_per_call(size, monkeypatch):
         out = ours(x)
     assert calls == []
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_swinir_checkpointing_runs_and_large_masks_are_not_kept():
+    from lpnsr_arch.archs import upsampler_arch
+    torch.manual_seed(0)
+    config = dict(img_size=16, window_size=4, depths=(2, ), embed_dim=16, num_heads=(2, ), resi_connection='1conv')
+    plain = LPNSRSwinIR(**config).train()
+    checkpointed = LPNSRSwinIR(**config, use_checkpoint=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 3, 20, 20)
+    plain.zero_grad()
+    plain(x).square().mean().backward()
+    checkpointed(x).square().mean().backward()  # BasicSR's layer called its blocks without x_size here
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    upsampler_arch._cached_swinir_shift_mask.cache_clear()
+    side = int((upsampler_arch.SWINIR_MASK_CACHE_BYTES / (4 * 4 * 4)) ** 0.5) // 4 * 4 + 4  # just over the limit
+    mask = upsampler_arch.swinir_shift_mask(side, side, 4, 2, torch.device('cpu'))
+    assert mask.shape == ((side // 4) ** 2, 16, 16)
+    assert upsampler_arch._cached_swinir_shift_mask.cache_info().currsize == 0

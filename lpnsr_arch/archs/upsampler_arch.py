@@ -15,8 +15,10 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from basicsr.archs.rrdbnet_arch import RRDBNet
-from basicsr.archs.swinir_arch import SwinIR, SwinTransformerBlock, WindowAttention, window_partition, window_reverse
+from basicsr.archs.swinir_arch import (BasicLayer, SwinIR, SwinTransformerBlock, WindowAttention, window_partition,
+                                      window_reverse)
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
@@ -26,17 +28,31 @@ def bicubic_upscale(x: Tensor, scale: int) -> Tensor:
     return F.interpolate(x, scale_factor=scale, mode='bicubic', align_corners=False)
 
 
-@functools.lru_cache(maxsize=16)
-def swinir_shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
+SWINIR_MASK_CACHE_BYTES = 32 * 2**20
+"""Shift masks up to this size are cached (8 at most: a 256-px LR tile's is 16 MiB at window 8); larger ones, from
+big untiled inputs, are built on the device for each call and freed, as BasicSR does."""
+
+
+def build_swinir_shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
     """SwinIR's additive mask of the shifted windows, (nW, N, N) with N = window², 0 inside a region and -100 across
-    regions, for an (height, width) feature map: BasicSR's ``calculate_mask``, built once per size and device (BasicSR
-    rebuilds it on the host for every block and every call at any size but the construction size)."""
-    regions = torch.zeros(1, height, width, 1)
+    regions, for an (height, width) feature map (BasicSR's ``calculate_mask``), built on ``device``."""
+    regions = torch.zeros(1, height, width, 1, device=device)
     bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     for index, (rows, cols) in enumerate(itertools.product(bounds, bounds)):
         regions[:, rows, cols, :] = index
     ids = window_partition(regions, window).view(-1, window * window)
-    return (ids.unsqueeze(1) - ids.unsqueeze(2)).ne(0).float().mul_(-100.0).to(device)
+    return (ids.unsqueeze(1) - ids.unsqueeze(2)).ne(0).float().mul_(-100.0)
+
+
+_cached_swinir_shift_mask = functools.lru_cache(maxsize=8)(build_swinir_shift_mask)
+
+
+def swinir_shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
+    """:func:`build_swinir_shift_mask`, cached per size and device up to :data:`SWINIR_MASK_CACHE_BYTES` (BasicSR
+    rebuilds it on the host for every block and every call at any size but the construction size)."""
+    if height * width * window * window * 4 > SWINIR_MASK_CACHE_BYTES:
+        return build_swinir_shift_mask(height, width, window, shift, device)
+    return _cached_swinir_shift_mask(height, width, window, shift, device)
 
 
 class SwinIRWindowAttention(WindowAttention):
@@ -57,6 +73,19 @@ class SwinIRWindowAttention(WindowAttention):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
                                              dropout_p=self.attn_drop.p if self.training else 0.0)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(windows, n, c)))
+
+
+class SwinIRLayer(BasicLayer):
+    """BasicSR's SwinIR layer; with ``use_checkpoint`` its blocks get their ``x_size`` (BasicSR's call omits it and
+    fails) and are checkpointed only when gradients are on."""
+
+    def forward(self, x: Tensor, x_size: Tuple[int, int]) -> Tensor:
+        for block in self.blocks:
+            if self.use_checkpoint and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, x_size, use_reentrant=False)
+            else:
+                x = block(x, x_size)
+        return x if self.downsample is None else self.downsample(x)
 
 
 class SwinIRBlock(SwinTransformerBlock):
@@ -112,6 +141,8 @@ class LPNSRSwinIR(SwinIR):
                 module.__class__ = SwinIRWindowAttention
             elif type(module) is SwinTransformerBlock:
                 module.__class__ = SwinIRBlock
+            elif type(module) is BasicLayer:
+                module.__class__ = SwinIRLayer
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]

@@ -33,6 +33,7 @@ from lpnsr_arch.cli_errors import (BUILD_ERRORS, non_negative_int, positive_int,
                                    user_errors)
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, read_image
 from lpnsr_arch.inference import resolve_device, tiling_settings
+from lpnsr_arch.messages import name_list
 from lpnsr_arch.pipeline import PIPELINE_NETWORKS, LPNSRPipeline, load_options, resolve_checkpoint
 
 __all__ = [
@@ -245,12 +246,6 @@ def _image_files(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _some(names: Sequence[str], shown: int = 5) -> str:
-    """``names`` for a one-line message: the first ``shown`` and how many more."""
-    more = f' and {len(names) - shown} more' if len(names) > shown else ''
-    return f'{", ".join(names[:shown])}{more}'
-
-
 def load_pairs(gt_dir: Optional[Path], lq_dir: Path, limit: Optional[int] = None) -> List[ImagePair]:
     """Match LQ to GT files by name (an LQ suffix such as ``x4``, ``_lq`` is ignored); GT may be absent."""
     lq_files = _image_files(lq_dir)
@@ -267,7 +262,7 @@ def load_pairs(gt_dir: Optional[Path], lq_dir: Path, limit: Optional[int] = None
                 pairs.append(ImagePair(lq.stem, lq, gt))
         if unmatched:
             raise ValueError(f'{lq_dir}: no GT file in {gt_dir} of the same name (an LQ suffix such as x4 or _lq '
-                             f'aside) for {len(unmatched)} image(s): {_some(unmatched)}')
+                             f'aside) for {len(unmatched)} image(s): {name_list(unmatched)}')
     if not pairs:
         raise ValueError(f'{lq_dir}: no image files ({", ".join(IMAGE_EXTENSIONS)})')
     return pairs[:limit] if limit else pairs
