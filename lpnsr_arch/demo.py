@@ -22,10 +22,10 @@ import numpy as np
 from lpnsr_arch.bench import compare_sheet, quality
 from lpnsr_arch.data.test_pairs import make_test_pairs
 from lpnsr_arch.inference import main as inference_main
+from lpnsr_arch.pipeline import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_IMAGES = ('astronaut', 'coffee', 'chelsea', 'rocket')
 LPNSR_OPTIONS = 'options/demo/inference_lpnsr_demo.yml'
 RRDBNET_OPTIONS = 'options/demo/test_rrdbnet_upsampler_demo.yml'

@@ -73,6 +73,25 @@ class DiffusionConfig:
     eta_schedule: str = 'exponential'
     predict_type: str = 'xstart'
 
+    def __post_init__(self) -> None:
+        """Refuse values the schedule cannot use, naming the ``diffusion.<key>`` option (before any network runs)."""
+        problems = []
+        if isinstance(self.num_timesteps, bool) or not isinstance(self.num_timesteps, (int, np.integer)) \
+                or self.num_timesteps < 2:
+            problems.append(f'num_timesteps must be an integer >= 2, got {self.num_timesteps!r}')
+        for key, low_open, high in (('kappa', 0.0, None), ('min_noise_level', 0.0, None), ('etas_end', 0.0, 1.0),
+                                    ('eta_power', 0.0, None)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                    or not math.isfinite(value) or value <= low_open or (high is not None and value > high):
+                bound = f'in (0, {high}]' if high is not None else '> 0'
+                problems.append(f'{key} must be a number {bound}, got {value!r}')
+        for key in ('normalize_input', 'latent_flag'):
+            if not isinstance(getattr(self, key), bool):
+                problems.append(f'{key} must be true or false, got {getattr(self, key)!r}')
+        if problems:
+            raise ValueError('diffusion options: ' + '; '.join(problems))
+
     @classmethod
     def from_dict(cls, opt: Optional[Dict]) -> 'DiffusionConfig':
         """Build from an options dict; an unknown key raises a ``KeyError`` naming it."""

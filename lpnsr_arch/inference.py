@@ -15,7 +15,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -107,20 +107,6 @@ def build_pipeline(options_path: Path, upsampler: str, device: torch.device) -> 
     return LPNSRPipeline.from_options(options, device)
 
 
-def tiling_settings(pipeline: LPNSRPipeline, tile: Optional[int], tile_overlap: Optional[int]) -> Tuple[int, int]:
-    """The LR ``(tile, tile_overlap)`` of a run: the options' defaults where an argument is None; a ``--tile`` given
-    alone keeps the options' overlap only when it is smaller than the tile, else takes a quarter of the tile (the
-    official 256/128 becomes e.g. 128/32). Raises ``ValueError`` for a tile the networks cannot take."""
-    defaults = pipeline.defaults
-    if tile is None:
-        tile = defaults.tile or 0
-    if tile_overlap is None:
-        tile_overlap = defaults.tile_overlap if defaults.tile_overlap < tile else tile // 4
-    if tile:
-        pipeline.check_tile(tile, tile_overlap)
-    return tile, tile_overlap
-
-
 @dataclass
 class RunSummary:
     """What a run did."""
@@ -131,7 +117,7 @@ class RunSummary:
 def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argparse.Namespace,
                   device: torch.device) -> RunSummary:
     """Super-resolve every file of ``inputs`` (``args.tile`` / ``args.tile_overlap`` as settled by
-    :func:`tiling_settings`); failures are logged and counted, not raised."""
+    :meth:`LPNSRPipeline.resolve_tiling`); failures are logged and counted, not raised."""
     from tqdm import tqdm
 
     precision = args.precision or ('bf16' if device.type == 'cuda' else 'fp32')
@@ -191,7 +177,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     with user_errors(logger, f'cannot build the pipeline from {args.opt}: ', BUILD_ERRORS):
         pipeline = build_pipeline(args.opt, args.upsampler, device).accelerate(
             channels_last=args.channels_last, compile_mode=None if args.compile == 'none' else args.compile)
-        args.tile, args.tile_overlap = tiling_settings(pipeline, args.tile, args.tile_overlap)  # checked once
+        args.tile, args.tile_overlap = pipeline.resolve_tiling(args.tile, args.tile_overlap)  # checked once
     with user_errors(logger):  # created only once everything else is settled
         prepare_output_folder(args.output, '-o/--output')
     summary = process_files(pipeline, inputs, args, device)

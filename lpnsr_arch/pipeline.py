@@ -11,7 +11,8 @@ The steps follow the official ``NoisePredictorInference`` (see the spec, "LPNSR 
 
 Randomness is explicit: the standard-normal noise comes from a :class:`LatentNoiseField` seeded from ``seed``, defined
 over the whole latent but generated block by block for the box a tile needs, so a seed gives the same noise at each
-place whatever the tiling, and the same image whatever ``tile_batch`` is. Injected draws (``draws=``) reproduce the official chain exactly.
+place whatever the tiling, and the same image whatever ``tile_batch`` is. Injected draws (``draws=``) reproduce the
+official chain exactly.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger('basicsr')
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout: shipped options/ and weights/ are found here
 
 PRECISIONS: Dict[str, torch.dtype] = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 NOISE_KINDS = ('learned', 'gaussian')
@@ -205,6 +206,21 @@ class InferenceDefaults:
     color_fix: str = 'wavelet'
     seed: int = 12345
 
+    def __post_init__(self) -> None:
+        """Refuse values :meth:`LPNSRPipeline.forward` cannot use, naming the ``inference.<key>`` option."""
+        problems = []
+        for key, choices in (('pad_mode', PAD_MODES), ('noise', NOISE_KINDS), ('color_fix', COLOR_FIXES)):
+            if getattr(self, key) not in choices:
+                problems.append(f'{key} must be one of {list(choices)}, got {getattr(self, key)!r}')
+        for key, low in (('scale', 1), ('tile_overlap', 0), ('tile_batch', 1), ('seed', 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                problems.append(f'{key} must be an integer >= {low}, got {value!r}')
+        if self.tile is not None and (isinstance(self.tile, bool) or not isinstance(self.tile, int) or self.tile < 0):
+            problems.append(f'tile must be an integer >= 0 (0 or ~: no tiling), got {self.tile!r}')
+        if problems:
+            raise ValueError('inference options: ' + '; '.join(problems))
+
     @classmethod
     def from_dict(cls, opt: Optional[Mapping]) -> 'InferenceDefaults':
         """Build from the ``inference:`` options block; an unknown key raises a ``KeyError`` naming it."""
@@ -303,6 +319,8 @@ class LPNSRPipeline(nn.Module):
         """
         opt = load_options(options)
         _check_option_names(opt)
+        diffusion = ResShiftDiffusion(DiffusionConfig.from_dict(opt.get('diffusion')))
+        defaults = InferenceDefaults.from_dict(opt.get('inference'))
         _check_checkpoints_exist(opt.get('path') or {})
         networks = {}
         for name in PIPELINE_NETWORKS:
@@ -317,8 +335,8 @@ class LPNSRPipeline(nn.Module):
                        autoencoder=networks['ae'],
                        denoiser=networks['unet'],
                        noise_predictor=networks['noise'],
-                       diffusion=ResShiftDiffusion(DiffusionConfig.from_dict(opt.get('diffusion'))),
-                       defaults=InferenceDefaults.from_dict(opt.get('inference')))
+                       diffusion=diffusion,
+                       defaults=defaults)
         return pipeline.to(device)
 
     # ---------------------------------------------------------------------------------------------- speed
@@ -365,6 +383,8 @@ class LPNSRPipeline(nn.Module):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f'noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}')
         if noise == 'gaussian':
+            if noise_mode != 'sample':
+                raise ValueError(f"noise_mode={noise_mode!r} needs noise='learned' (Gaussian noise has no mean mode)")
             return GaussianNoise(draws)
         if self.noise_predictor is None:
             raise ValueError("noise='learned' needs a noise predictor; this pipeline has none (use noise='gaussian')")
@@ -400,7 +420,11 @@ class LPNSRPipeline(nn.Module):
         source = self.noise_source(noise, draws, noise_mode)
         with self.precision_context(lq.device, precision):
             z_y = self.autoencoder.encode(lr_up)
-            x0 = self.diffusion.sample(z_y, lq, self.denoiser, source, prior_noise=draws(z_y), final_draws=draws)
+            # the official sampler's discarded t = 0 draw keeps a shared stream in step; position-seeded draws
+            # (a noise field's crops) have no stream to keep, so it is not made
+            final_draws = None if isinstance(draws, CroppedDraws) else draws
+            x0 = self.diffusion.sample(z_y, lq, self.denoiser, source, prior_noise=draws(z_y),
+                                       final_draws=final_draws)
             sr = self.autoencoder.decode(x0, quantize=True)
         return sr.float().clamp_(-1.0, 1.0)
 
@@ -474,10 +498,16 @@ class LPNSRPipeline(nn.Module):
         d = self.defaults
         noise = d.noise if noise is None else noise
         color_fix = d.color_fix if color_fix is None else color_fix
-        tile = d.tile if tile is None else tile
-        tile_overlap = d.tile_overlap if tile_overlap is None else tile_overlap
+        tile, tile_overlap = self.resolve_tiling(tile, tile_overlap)
         tile_batch = d.tile_batch if tile_batch is None else tile_batch
         pad_mode = d.pad_mode if pad_mode is None else pad_mode
+        _check_choices(noise=(noise, NOISE_KINDS), noise_mode=(noise_mode, NOISE_MODES),
+                       color_fix=(color_fix, COLOR_FIXES), precision=(precision, tuple(PRECISIONS)),
+                       upsampler_precision=(upsampler_precision, tuple(PRECISIONS)), pad_mode=(pad_mode, PAD_MODES))
+        if noise == 'gaussian' and noise_mode != 'sample':
+            raise ValueError(f"noise_mode={noise_mode!r} needs noise='learned' (Gaussian noise has no mean mode)")
+        if isinstance(tile_batch, bool) or not isinstance(tile_batch, int) or tile_batch < 1:
+            raise ValueError(f'tile_batch must be an integer >= 1, got {tile_batch!r}')
         self._check_lr01(lr01)
         height, width = lr01.shape[-2:]
         padded01, _ = pad_lr(lr01.float(), self.lr_multiple, pad_mode)
@@ -496,7 +526,6 @@ class LPNSRPipeline(nn.Module):
             if progress is not None:
                 progress(1, 1)
         else:
-            self.check_tile(tile, tile_overlap)
             noise_field = self.noise_field(seed, lq)
 
             def run_tiles(lq_tiles: Tensor, tiles: Sequence[Tile]) -> Tensor:
@@ -529,6 +558,21 @@ class LPNSRPipeline(nn.Module):
         if bad:
             raise ValueError(f'lq sides {tuple(lq.shape[-2:])} must be multiples of {self.lr_multiple} (pad first)')
 
+    def resolve_tiling(self, tile: Optional[int], tile_overlap: Optional[int]) -> Tuple[int, int]:
+        """The LR ``(tile, tile_overlap)`` of a run (``tile`` 0: no tiling): :attr:`defaults` where an argument is
+        None; a ``tile`` given without an overlap keeps the default overlap only when it is smaller than the tile,
+        else takes a quarter of the tile (the official 256/128 becomes e.g. 128/32). Raises ``ValueError`` for a tile
+        the networks cannot take."""
+        if tile is None:
+            tile = self.defaults.tile or 0
+        if tile_overlap is None:
+            tile_overlap = self.defaults.tile_overlap if self.defaults.tile_overlap < tile else tile // 4
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0:
+            raise ValueError(f'tile must be an integer >= 0 (0: no tiling), got {tile!r}')
+        if tile:
+            self.check_tile(tile, tile_overlap)
+        return tile, tile_overlap
+
     def check_tile(self, tile: int, tile_overlap: int) -> None:
         """Raise ``ValueError`` unless ``tile`` (LR pixels) is a multiple of the network size multiple and
         ``tile_overlap`` is in [0, tile)."""
@@ -541,6 +585,13 @@ class LPNSRPipeline(nn.Module):
 PIPELINE_NETWORKS = ('upsampler', 'ae', 'unet', 'noise')
 PIPELINE_BLOCKS = tuple(f'network_{name}' for name in PIPELINE_NETWORKS) + ('path', 'diffusion', 'inference')
 PER_NETWORK_PATH_KEYS = ('pretrain_network_', 'param_key_', 'strict_load_')
+
+
+def _check_choices(**named: Tuple[object, Sequence[object]]) -> None:
+    """Raise ``ValueError`` naming the first argument whose value (``named[name][0]``) is not one of its choices."""
+    for name, (value, choices) in named.items():
+        if value not in choices:
+            raise ValueError(f'{name} must be one of {list(choices)}, got {value!r}')
 
 
 def _check_option_names(opt: Mapping) -> None:

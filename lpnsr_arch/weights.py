@@ -103,9 +103,20 @@ def read_state_dict(path: Union[str, os.PathLike], param_key: Optional[str] = 'a
 def load_checkpoint_params(path: Union[str, os.PathLike], param_key: str) -> StateDict:
     """The weights under ``param_key`` when the checkpoint is a dict holding that entry (BasicSR's ``params`` /
     ``params_ema``), else the checkpoint's own layout (flat ``.safetensors`` and official files, ``state_dict``
-    wrappers, ...): what the training models load as ``path.pretrain_network_*``."""
+    wrappers, ...): what the training models load as ``path.pretrain_network_*``. A BasicSR-style checkpoint (one
+    holding ``params`` or ``params_ema``) without the named entry is refused, naming the entries it has (a misspelt
+    ``param_key_*`` must not load other weights), except that ``params_ema`` falls back to ``params`` as in BasicSR
+    (a run without EMA)."""
     checkpoint = read_checkpoint_file(path)
+    if (param_key == 'params_ema' and isinstance(checkpoint, Mapping) and 'params_ema' not in checkpoint
+            and isinstance(checkpoint.get('params'), Mapping)):
+        logger.info(f'{path}: no params_ema entry; loading params')
+        param_key = 'params'
     has_entry = isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(param_key), Mapping)
+    if not has_entry and isinstance(checkpoint, Mapping) and any(
+            isinstance(checkpoint.get(key), Mapping) for key in ('params', 'params_ema')):
+        entries = sorted(str(key) for key, value in checkpoint.items() if isinstance(value, Mapping))
+        raise CheckpointError(f'{path}: has no entry {param_key!r} (param_key); its weight entries are {entries}')
     return unwrap_state_dict(checkpoint, param_key=param_key if has_entry else 'auto', source=str(path))
 
 

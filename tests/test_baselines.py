@@ -85,3 +85,48 @@ def test_a_pair_pool_that_does_not_fit_the_batch_is_refused_at_start(tmp_path: P
     recipe['queue_size'] = 3  # batch 2
     with pytest.raises(ValueError, match='queue_size 3 must be divisible by datasets.train.batch_size_per_gpu 2'):
         train.main(['-opt', write_recipe(recipe, tmp_path / 'bad_queue.yml')], root_path=str(tmp_path))
+
+
+def built_gan_baseline(tmp_path: Path, **options):
+    """A tiny LPNSRRealESRGANModel built directly (no training loop), with ``options`` at the top level."""
+    from basicsr.utils import set_random_seed
+    from lpnsr_arch.models.realesrgan_baseline_model import LPNSRRealESRGANModel
+    opt = tiny_recipe('rrdbnet', 'LPNSRRealESRGANModel', write_images(tmp_path), name='unit_targets')
+    opt.update(options, is_train=True, dist=False, rank=0, world_size=1)
+    opt['path'] = {name: str(tmp_path / name) for name in ('models', 'training_states', 'visualization')}
+    opt['train'].update(net_d_init_iters=0, net_d_iters=1)
+    set_random_seed(0)
+    return LPNSRRealESRGANModel(opt)
+
+
+def test_gan_baseline_targets_follow_the_usm_flags_as_real_esrgan(tmp_path: Path, monkeypatch) -> None:
+    """Real-ESRGAN: L1 (and perceptual) towards the sharpened GT, the discriminator's real images the plain GT
+    (``gan_gt_usm: false``); the LR is made from the sharpened GT. Before, all three were the sharpened GT."""
+    from basicsr.utils import USMSharp
+    from lpnsr_arch.data.realesrgan_crop_dataset import LPNSRRealESRGANDataset
+    model = built_gan_baseline(tmp_path)
+    assert (model.opt['l1_gt_usm'], model.opt['percep_gt_usm'], model.opt['gan_gt_usm']) == (True, True, False)
+    dataset = LPNSRRealESRGANDataset(dict(model.opt['datasets']['train'], phase='train', scale=4))
+    batch = {key: torch.stack([dataset[i][key] for i in range(2)]) for key in ('gt', 'kernel1', 'kernel2',
+                                                                             'sinc_kernel')}
+    torch.manual_seed(1)
+    model.feed_data(batch)
+    sharpened = USMSharp()(model.gt)
+    assert float((sharpened - model.gt).abs().max()) > 0.01  # the two targets really differ
+    seen = {}
+    original_pix = model.cri_pix
+    monkeypatch.setattr(model, 'cri_pix', lambda out, target: seen.setdefault('l1', target) is not None and
+                        original_pix(out, target))
+    inputs = []  # D sees G's output (G step), then the real images, then G's output again
+    model.net_d.register_forward_pre_hook(lambda module, args: inputs.append(args[0].detach().clone()))
+    model.optimize_parameters(1)
+    seen['d_real'] = inputs[1]
+    assert torch.allclose(seen['l1'], sharpened, atol=1e-6)
+    assert torch.equal(seen['d_real'], model.gt)
+
+
+def test_gan_baseline_flags_can_sharpen_the_real_images_or_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match='gan_gt_usm must be true or false'):
+        built_gan_baseline(tmp_path / 'a', gan_gt_usm='yes')
+    model = built_gan_baseline(tmp_path / 'b', gt_usm=False)
+    assert model.usm_sharpener is None

@@ -315,6 +315,15 @@ def test_make_test_pairs_mistakes(files, tmp_path, caplog, capsys):
     err = argument_error(lambda: script.main(['--hr', str(files['hr']), '--out', str(tmp_path / 'p'), '--scale',
                                               '0']), capsys)
     assert '--scale' in err
+    clashing = tmp_path / 'clashing'  # a/b.png and a_b.png would both be written as a_b.png
+    (clashing / 'a').mkdir(parents=True)
+    image = np.full((32, 32, 3), 128, np.uint8)
+    for path in (clashing / 'a' / 'b.png', clashing / 'a_b.png', clashing / 'c.png'):
+        cv2.imwrite(str(path), image)
+    message = error_message(lambda: script.main(['--hr', str(clashing), '--out', str(tmp_path / 'pairs'),
+                                                 '--degradation', 'bicubic']), caplog)
+    assert 'a_b.png <- ' in message and 'b.png' in message and 'c.png' not in message, message
+    assert not (tmp_path / 'pairs').exists()
 
 
 def test_make_demo_hr_mistakes(files, tmp_path, caplog, capsys):

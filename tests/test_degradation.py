@@ -116,11 +116,24 @@ def test_degrade_batch_crops_a_pair(hr_folder: Path) -> None:
     dataset = LPNSRRealESRGANDataset(dataset_opt(str(hr_folder)))
     batch = {'gt': torch.stack([dataset[i]['gt'] for i in range(2)]), **kernel_batch(dataset, 2)}
     degradation = SecondOrderDegradation(opt=REALESRGAN_X4PLUS_DEGRADATION, scale=4)
-    lq, gt, clean = degrade_batch(degradation, batch, torch.device('cpu'), gt_size=64, usm_sharpener=USMSharp())
-    assert lq.shape == (2, 3, 16, 16) and gt.shape == (2, 3, 64, 64) and clean.shape == (2, )
-    assert 0 <= gt.min() and gt.max() <= 1
+    set_random_seed(1)
+    pair = degrade_batch(degradation, batch, torch.device('cpu'), gt_size=64, usm_sharpener=USMSharp())
+    assert pair.lq.shape == (2, 3, 16, 16) and pair.gt.shape == (2, 3, 64, 64) and pair.clean.shape == (2, )
+    assert 0 <= pair.gt.min() and pair.gt.max() <= 1
+    # the same crop of the plain and of the sharpened GT; the LR is made from the sharpened one
+    set_random_seed(1)
+    plain = degrade_batch(degradation, batch, torch.device('cpu'), gt_size=64)
+    assert plain.gt_usm is None and torch.equal(plain.gt, pair.gt)
+    sharpened_full = USMSharp()(batch['gt'])
+    found = [(top, left) for top in range(33) for left in range(33)
+             if torch.equal(sharpened_full[..., top:top + 64, left:left + 64], pair.gt_usm)]
+    assert len(found) == 1 and torch.equal(batch['gt'][..., found[0][0]:found[0][0] + 64,
+                                                       found[0][1]:found[0][1] + 64], pair.gt)
+    assert not torch.equal(plain.lq, pair.lq)
     with pytest.raises(KeyError, match='kernel1'):
         degrade_batch(degradation, {'gt': batch['gt']}, torch.device('cpu'), gt_size=64)
+    with pytest.raises(ValueError, match='smaller than gt_size 128: set the dataset.s crop_pad_size'):
+        degrade_batch(degradation, batch, torch.device('cpu'), gt_size=128)
 
 
 def test_dataset_scans_a_folder_and_crops_to_crop_pad_size(hr_folder: Path) -> None:
@@ -221,3 +234,11 @@ def test_a_training_recipe_gives_test_pairs_its_optional_degradation_keys() -> N
     options = Path(__file__).resolve().parents[1] / 'options' / 'demo_model' / '03d_noise_predictor_lpnsr_continue.yml'
     recipe = load_recipe(str(options))
     assert recipe['degradation']['bicubic_prob'] == 0.3 and recipe['degradation']['second_order_prob'] == 0.5
+
+
+def test_a_misspelt_degradation_key_is_refused() -> None:
+    """``bicubic_prb`` used to be ignored (bicubic_prob's default 0 applied without a word)."""
+    with pytest.raises(KeyError, match="unknown option 'bicubic_prb'; did you mean the degradation option "
+                                       "'bicubic_prob'"):
+        SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, bicubic_prb=0.3, gt_size=64), scale=4)
+    SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, bicubic_prob=0.3, gt_size=64, name='x'), scale=4)

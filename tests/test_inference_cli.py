@@ -213,3 +213,16 @@ def test_a_huge_image_header_does_not_stop_the_orientation_lookup(tmp_path):
     data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, 'big')  # the IHDR chunk's CRC
     path.write_bytes(bytes(data))
     assert exif_orientation(path) == 1
+
+
+@pytest.mark.parametrize('bad', [{'color_fix': 'Wavelet'}, {'tile_batch': 0}, {'noise': 'learnt'}])
+def test_a_bad_inference_value_in_the_options_is_one_error_before_any_image(options_file, tmp_path, caplog, bad):
+    _inputs(tmp_path / 'in')
+    options = yaml.safe_load(options_file.read_text())
+    options['inference'] = dict(options['inference'], **bad)
+    path = tmp_path / 'bad.yml'
+    path.write_text(yaml.safe_dump(options))
+    assert _run(path, '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out')) == 2
+    errors = [record.getMessage() for record in caplog.records if record.levelname == 'ERROR']
+    assert len(errors) == 1 and str(path) in errors[0] and next(iter(bad)) in errors[0]
+    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())

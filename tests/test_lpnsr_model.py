@@ -190,6 +190,37 @@ def test_frozen_and_trained_networks_load_flat_safetensors_with_a_param_key(tmp_
                 torch.testing.assert_close(net.state_dict()[name], value, msg=name)
 
 
+def test_ema_starts_as_net_g_where_a_non_strict_checkpoint_has_no_entry(tmp_path):
+    """Starting the noise predictor from the denoiser (``strict_load_g: false``): the input conv and output head are
+    not in the file; the EMA must hold net_g's initialisation there, not a second random one."""
+    from basicsr.archs import build_network
+    from lpnsr_arch.weights import save_state_dict
+    opt = make_opt(tmp_path, with_d=False)
+    torch.manual_seed(5)
+    denoiser = build_network(dict(opt['network_unet'])).state_dict()
+    save_state_dict(tmp_path / 'denoiser.safetensors', denoiser)
+    opt['path'].update(pretrain_network_g=str(tmp_path / 'denoiser.safetensors'), strict_load_g=False)
+    model = LPNSRModel(opt)
+    net_g, ema = model.get_bare_model(model.net_g).state_dict(), model.net_g_ema.state_dict()
+    mismatched = [name for name in net_g if not torch.equal(net_g[name], ema[name])]
+    assert mismatched == []
+    assert torch.equal(ema['time_embed.0.weight'], denoiser['time_embed.0.weight'])  # the shared part is loaded
+
+
+@pytest.mark.parametrize('change, error, message', [
+    (lambda train: train.pop('scheduler'), KeyError, 'train.scheduler'),
+    (lambda train: train.pop('optim_g'), KeyError, 'train.optim_g'),
+    (lambda train: train.update(ema_decay=1.5), ValueError, r'train.ema_decay must be in \[0, 1\)'),
+    (lambda train: train.update(gan_start_iter=-5), ValueError, 'train.gan_start_iter must be an integer >= 0'),
+    (lambda train: train['pixel_opt'].update(reduction='none'), ValueError, 'train.pixel_opt.reduction'),
+])
+def test_a_train_block_that_would_fail_later_is_refused_at_build(tmp_path, change, error, message):
+    opt = make_opt(tmp_path)
+    change(opt['train'])
+    with pytest.raises(error, match=message):
+        LPNSRModel(opt)
+
+
 def test_a_checkpoint_that_does_not_fit_is_named_in_the_error(tmp_path):
     from lpnsr_arch.weights import CheckpointError, save_state_dict
     opt = make_opt(tmp_path, with_d=False)

@@ -244,3 +244,63 @@ def test_lr_size_multiple():
     assert lr_size_multiple(scale=4, downscale=4, latent_multiple=8) == 8
     assert lr_size_multiple(scale=4, downscale=8, latent_multiple=8) == 16
     assert lr_size_multiple(scale=2, downscale=4, latent_multiple=4) == 8
+
+
+def test_bad_option_values_are_refused_before_any_network_is_built(tmp_path):
+    from lpnsr_arch.diffusion import DiffusionConfig
+    for bad, message in (({'kappa': 0}, 'kappa must be a number > 0, got 0'),
+                         ({'min_noise_level': 0}, 'min_noise_level must be a number > 0'),
+                         ({'etas_end': 0}, r'etas_end must be a number in \(0, 1.0\]'),
+                         ({'num_timesteps': 4.0}, 'num_timesteps must be an integer >= 2, got 4.0'),
+                         ({'latent_flag': 'no'}, 'latent_flag must be true or false')):
+        with pytest.raises(ValueError, match=message):
+            DiffusionConfig.from_dict(bad)
+    for bad, message in (({'color_fix': 'Wavelet'}, r"color_fix must be one of \['wavelet', 'adain', 'none'\]"),
+                         ({'tile_batch': 0}, 'tile_batch must be an integer >= 1'),
+                         ({'pad_mode': 'zeros'}, 'pad_mode must be one of'),
+                         ({'noise': 'learnt'}, 'noise must be one of'),
+                         ({'tile': -1}, 'tile must be an integer >= 0')):
+        with pytest.raises(ValueError, match='inference options: ' + message):
+            InferenceDefaults.from_dict(bad)
+    options = tiny_options()
+    options['inference'] = {'color_fix': 'Wavelet'}
+    options['path'] = {'pretrain_network_unet': str(tmp_path / 'absent.pth')}  # not reached: the values come first
+    with pytest.raises(ValueError, match='color_fix'):
+        LPNSRPipeline.from_options(options)
+
+
+def test_bad_arguments_are_refused_before_the_chain_runs(pipeline, monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError('the chain ran before the arguments were checked')
+
+    monkeypatch.setattr(pipeline, 'sample_func', must_not_run)
+    for bad, message in (({'color_fix': 'Wavelet'}, 'color_fix must be one of'),
+                         ({'noise': 'learnt'}, 'noise must be one of'),
+                         ({'precision': 'f16'}, 'precision must be one of'),
+                         ({'noise': 'gaussian', 'noise_mode': 'mean'}, "needs noise='learned'"),
+                         ({'tile_batch': 0}, 'tile_batch must be an integer >= 1')):
+        with pytest.raises(ValueError, match=message):
+            pipeline(_lr(16, 16), seed=0, **bad)
+
+
+def test_a_tile_given_alone_takes_an_overlap_that_fits():
+    """As the CLI: the official default overlap (128) does not fit a 32 px tile, so a quarter of it is taken."""
+    options = tiny_options()
+    options['inference'] = {'tile': 256, 'tile_overlap': 128, 'pad_mode': 'multiple'}  # the official defaults
+    official = LPNSRPipeline.from_options(options)
+    assert official.resolve_tiling(32, None) == (32, 8)
+    assert official.resolve_tiling(None, None) == (256, 128)
+    assert official.resolve_tiling(0, None) == (0, 0)
+    lr = _lr(48, 32, seed=2)
+    torch.testing.assert_close(official(lr, seed=5, tile=32), official(lr, seed=5, tile=32, tile_overlap=8),
+                               atol=0, rtol=0)
+
+
+def test_position_seeded_draws_skip_the_discarded_final_draw(pipeline, monkeypatch):
+    """The official t = 0 draw only keeps a shared stream in step; a noise field's crops make 4 draws, not 5."""
+    calls = []
+    original = LatentNoiseField.crop
+    monkeypatch.setattr(LatentNoiseField, 'crop', lambda self, index, rows, cols: calls.append(index) is None and
+                        original(self, index, rows, cols))
+    pipeline(_lr(16, 16), seed=3, tile=0)
+    assert sorted(set(calls)) == [0, 1, 2, 3]

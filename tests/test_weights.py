@@ -140,3 +140,22 @@ def test_upper_case_safetensors_suffix_and_non_strict_names_the_keys(tmp_path, u
     with caplog.at_level('WARNING'):
         load_weights(LPNSRResShiftUNet(**tiny_unet_kwargs), state, strict=False, source='partial.pth')
     assert 'partial.pth' in caplog.text and dropped in caplog.text and 'extra.weight' in caplog.text
+
+
+def test_training_loads_refuse_a_misspelt_param_key(tmp_path, unet, tiny_unet_kwargs):
+    """``param_key_*`` of a BasicSR checkpoint must name an entry (a typo used to load params_ema silently);
+    params_ema falls back to params as in BasicSR; a flat file loads as it is."""
+    from lpnsr_arch.weights import load_checkpoint_params
+    ema = {k: torch.full_like(v, 1.0) for k, v in unet.state_dict().items()}
+    plain = {k: torch.zeros_like(v) for k, v in unet.state_dict().items()}
+    torch.save({'params': plain, 'params_ema': ema}, tmp_path / 'both.pth')
+    with pytest.raises(CheckpointError, match=r"both\.pth: has no entry 'parms' \(param_key\); its weight entries are "
+                                              r"\['params', 'params_ema'\]"):
+        load_checkpoint_params(tmp_path / 'both.pth', 'parms')
+    assert all(torch.equal(v, plain[k]) for k, v in load_checkpoint_params(tmp_path / 'both.pth', 'params').items())
+    torch.save({'params': plain}, tmp_path / 'no_ema.pth')
+    assert all(torch.equal(v, plain[k]) for k, v in load_checkpoint_params(tmp_path / 'no_ema.pth',
+                                                                           'params_ema').items())
+    save_state_dict(tmp_path / 'flat.safetensors', ema)
+    assert all(torch.equal(v, ema[k]) for k, v in load_checkpoint_params(tmp_path / 'flat.safetensors',
+                                                                         'params_ema').items())

@@ -32,7 +32,7 @@ from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.cli_errors import (BUILD_ERRORS, non_negative_int, positive_int, prepare_output_folder,
                                    user_errors)
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, read_image
-from lpnsr_arch.inference import resolve_device, tiling_settings
+from lpnsr_arch.inference import resolve_device
 from lpnsr_arch.messages import name_list
 from lpnsr_arch.pipeline import PIPELINE_NETWORKS, LPNSRPipeline, load_options, resolve_checkpoint
 
@@ -157,10 +157,10 @@ def open_method(spec: MethodSpec, *, device: torch.device, noise: Optional[str] 
 def open_lpnsr(spec: MethodSpec, *, device: torch.device, tile: Optional[int],
                option: str = '--pipeline') -> Tuple[LPNSRPipeline, int, int]:
     """The LPNSR pipeline of ``spec`` and its settled ``(tile, tile_overlap)``
-    (:func:`~lpnsr_arch.inference.tiling_settings`), at a CLI boundary like :func:`open_method`."""
+    (:meth:`~lpnsr_arch.pipeline.LPNSRPipeline.resolve_tiling`), at a CLI boundary like :func:`open_method`."""
     with user_errors(logger, f'{option} {spec.text or spec.options}: ', BUILD_ERRORS):
         pipeline = build_lpnsr(spec.options, device)
-        tile, tile_overlap = tiling_settings(pipeline, tile, None)
+        tile, tile_overlap = pipeline.resolve_tiling(tile, None)
     return pipeline, tile, tile_overlap
 
 
@@ -193,8 +193,8 @@ def _basicsr_network(options_path: str, device: torch.device) -> nn.Module:
 def build_method(spec: MethodSpec, *, device: torch.device, scale: int = 4, noise: Optional[str] = None,
                  tile: Optional[int] = None, precision: str = 'fp32') -> Method:
     """Instantiate a :class:`Method` from its spec on ``device``. An LPNSR ``tile`` (None: the options' own) is
-    settled as ``lpnsr`` does (:func:`~lpnsr_arch.inference.tiling_settings`): ``ValueError`` for a tile the networks
-    cannot take."""
+    settled as ``lpnsr`` does (:meth:`~lpnsr_arch.pipeline.LPNSRPipeline.resolve_tiling`): ``ValueError`` for a tile
+    the networks cannot take."""
     if spec.kind == 'bicubic':
         return Method(spec.name, _bicubic(scale))
     if spec.kind == 'basicsr':
@@ -206,7 +206,7 @@ def build_method(spec: MethodSpec, *, device: torch.device, scale: int = 4, nois
 
         return Method(spec.name, run_network, module=net)
     pipeline = build_lpnsr(spec.options, device)
-    tile, tile_overlap = tiling_settings(pipeline, tile, None)
+    tile, tile_overlap = pipeline.resolve_tiling(tile, None)
 
     def run_pipeline(lr01: Tensor, seed: int) -> Tensor:
         return pipeline(lr01.to(device), seed=seed, noise=noise, tile=tile, tile_overlap=tile_overlap,

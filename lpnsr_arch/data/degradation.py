@@ -9,8 +9,9 @@ example with ``basicsr.utils.set_random_seed``) makes the output reproducible.
 """
 from __future__ import annotations
 
+import difflib
 import random
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -52,7 +53,15 @@ _BLUR_KERNEL_SIZE = 21  # RealESRGANDataset pads every kernel to 21x21
 
 
 def validate_degradation_opt(opt: dict) -> Dict[str, object]:
-    """Return the :data:`DEGRADATION_KEYS` entries of ``opt``; raise ``KeyError``/``ValueError`` naming a bad key."""
+    """Return the :data:`DEGRADATION_KEYS` entries of ``opt``; raise ``KeyError``/``ValueError`` naming a bad key,
+    and a ``KeyError`` for a key that looks like a misspelt degradation key (``bicubic_prb``), which would otherwise
+    be ignored while its default applies."""
+    known = set(DEGRADATION_KEYS) | set(OPTIONAL_DEGRADATION_KEYS)
+    for key in opt:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.85)
+            if close:
+                raise KeyError(f"unknown option '{key}'; did you mean the degradation option '{close[0]}'?")
     values = {}
     for key, length in DEGRADATION_KEYS.items():
         if key not in opt:
@@ -116,7 +125,8 @@ class SecondOrderDegradation(torch.nn.Module):
         self.settings = validate_degradation_opt(opt)
         self.bicubic_prob = float(opt.get('bicubic_prob', 0.0))
         if not 0 <= self.bicubic_prob <= 1:
-            raise ValueError(f"degradation option 'bicubic_prob' must be a probability in [0, 1], got {self.bicubic_prob}")
+            raise ValueError(f"degradation option 'bicubic_prob' must be a probability in [0, 1], "
+                             f"got {self.bicubic_prob}")
         self.second_order_prob = float(opt.get('second_order_prob', 1.0))
         if not 0 <= self.second_order_prob <= 1:
             raise ValueError("degradation option 'second_order_prob' must be a probability in [0, 1], "
@@ -134,7 +144,8 @@ class SecondOrderDegradation(torch.nn.Module):
         quality = img.new_zeros(img.size(0)).uniform_(*quality_range)
         return self.jpeger(torch.clamp(img, 0, 1), quality=quality)
 
-    def _resize_back_and_sinc(self, img: torch.Tensor, size: Tuple[int, int], sinc_kernel: torch.Tensor) -> torch.Tensor:
+    def _resize_back_and_sinc(self, img: torch.Tensor, size: Tuple[int, int],
+                              sinc_kernel: torch.Tensor) -> torch.Tensor:
         img = F.interpolate(img, size=size, mode=_random_resize_mode())
         return filter2D(img, sinc_kernel)
 
@@ -197,30 +208,43 @@ class SecondOrderDegradation(torch.nn.Module):
             return (torch.clamp((out * 255.0).round(), 0, 255) / 255.0).contiguous(), pick
 
 
+class TrainingPair(NamedTuple):
+    """A synthesised training pair (see :func:`degrade_batch`); all tensors on the degradation's device."""
+
+    lq: torch.Tensor  # (B,3,gt_size/scale,gt_size/scale) in [0,1]
+    gt: torch.Tensor  # (B,3,gt_size,gt_size) in [0,1]: the crop of the plain GT
+    clean: torch.Tensor  # (B,) bool: the LR is the clean bicubic downscale (``bicubic_prob``)
+    gt_usm: Optional[torch.Tensor]  # the same crop of the sharpened GT (with ``usm_sharpener``), else None
+
+
 @torch.no_grad()
 def degrade_batch(degradation: SecondOrderDegradation, data: Dict[str, torch.Tensor], device: torch.device, *,
-                  gt_size: int, usm_sharpener: Optional[USMSharp] = None
-                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  gt_size: int, usm_sharpener: Optional[USMSharp] = None) -> TrainingPair:
     """Turn a RealESRGANDataset batch into a training pair on ``device``.
 
     Args:
         degradation: the degradation (already on ``device``).
-        data: batch with ``gt`` (B,3,H,W) in [0,1] and ``kernel1``/``kernel2``/``sinc_kernel`` (B,21,21).
+        data: batch with ``gt`` (B,3,H,W) in [0,1] (H, W >= ``gt_size``) and ``kernel1``/``kernel2``/``sinc_kernel``
+            (B,21,21).
         device: where the pair is made.
         gt_size: side of the GT crop; the LR crop is ``gt_size // degradation.scale``.
-        usm_sharpener: if given, the GT is unsharp-masked first (the LR is made from, and paired with, the sharpened
-            GT, as Real-ESRGAN does with ``l1_gt_usm``).
+        usm_sharpener: if given, the LR is made from the unsharp-masked GT (as Real-ESRNet/Real-ESRGAN do) and
+            ``gt_usm`` holds the sharpened GT's crop (Real-ESRNet's target with ``gt_usm: true``).
 
     Returns:
-        ``(lq, gt, clean)``: (B,3,gt_size/scale,gt_size/scale) and (B,3,gt_size,gt_size), both in [0,1], and the (B,)
-        bool mask of the pairs whose LR is the clean bicubic downscale.
+        a :class:`TrainingPair`: the same random crop of the LR, the plain GT and (if sharpened) the sharpened GT.
     """
     for key in ('gt', 'kernel1', 'kernel2', 'sinc_kernel'):
         if key not in data:
             raise KeyError(f"batch has no '{key}': degrade_batch needs a RealESRGANDataset-style batch")
     gt = data['gt'].to(device)
-    if usm_sharpener is not None:
-        gt = usm_sharpener(gt)
-    lq, clean = degradation(gt, data['kernel1'].to(device), data['kernel2'].to(device), data['sinc_kernel'].to(device))
-    gt, lq = paired_random_crop(gt, lq, gt_size, degradation.scale)
-    return lq.contiguous(), gt.contiguous(), clean
+    if min(gt.shape[-2:]) < gt_size:
+        raise ValueError(f'training GT patches are {tuple(gt.shape[-2:])}, smaller than gt_size {gt_size}: set the '
+                         f'dataset\'s crop_pad_size to at least gt_size')
+    sharpened = usm_sharpener(gt) if usm_sharpener is not None else None
+    lq, clean = degradation(gt if sharpened is None else sharpened, data['kernel1'].to(device),
+                            data['kernel2'].to(device), data['sinc_kernel'].to(device))
+    gts, lq = paired_random_crop([gt] if sharpened is None else [gt, sharpened], lq, gt_size, degradation.scale)
+    if sharpened is None:
+        return TrainingPair(lq.contiguous(), gts.contiguous(), clean, None)
+    return TrainingPair(lq.contiguous(), gts[0].contiguous(), clean, gts[1].contiguous())

@@ -71,6 +71,23 @@ def check_hr_images(paths: List[str], *, min_side: int, scale: int) -> None:
                              f'needs sides of at least {min_side} px')
 
 
+def pair_name(gt_path: str, hr: str) -> str:
+    """The output file name of an HR image: its path under ``hr`` with folders joined by ``_``, as PNG."""
+    return os.path.splitext(os.path.relpath(gt_path, hr))[0].replace(os.sep, '_') + '.png'
+
+
+def check_pair_names(paths: List[str], hr: str) -> None:
+    """``ValueError`` naming the HR files that would be written under one name (``a/b.png`` and ``a_b.png``, or
+    ``c.png`` and ``c.jpg``): the later pair would overwrite the earlier one."""
+    sources: Dict[str, List[str]] = {}
+    for path in paths:
+        sources.setdefault(pair_name(path, hr), []).append(path)
+    clashes = {name: files for name, files in sources.items() if len(files) > 1}
+    if clashes:
+        listed = '; '.join(f"{name} <- {', '.join(files)}" for name, files in sorted(clashes.items()))
+        raise ValueError(f"--hr '{hr}': several images would be written under one name ({listed}); rename them")
+
+
 def write_png(path: str, img: np.ndarray) -> None:
     if not cv2.imwrite(path, img):
         raise IOError(f"could not write '{path}'")
@@ -110,6 +127,7 @@ def prepare_test_pairs(*, hr: str, out: str, degradation_name: str, scale: int,
                    'use_hflip': False, 'use_rot': False, **recipe['kernels']}
     check_gt_source(dataset_opt)
     kernel_source = LPNSRRealESRGANDataset(dataset_opt)  # its image list and kernel sampler, not its crops
+    check_pair_names(kernel_source.paths, hr)
     degradation = SecondOrderDegradation(opt=recipe['degradation'], scale=scale)
     min_side = degradation.min_gt_size() if degradation_name == 'realesrgan' else scale
     check_hr_images(kernel_source.paths, min_side=min_side, scale=scale)
@@ -142,7 +160,7 @@ def write_test_pairs(source: TestPairSource, *, hr: str, out: str, degradation_n
             lq = bicubic_lq(gt, scale)
         else:
             lq = realesrgan_lq(gt, degradation=degradation, kernels=kernel_source.sample_kernels())
-        name = os.path.splitext(os.path.relpath(gt_path, hr))[0].replace(os.sep, '_') + '.png'
+        name = pair_name(gt_path, hr)
         write_png(os.path.join(out, 'gt', name), (gt * 255.0).round().astype(np.uint8))
         write_png(os.path.join(out, 'lq', name), lq)
         names.append(name)

@@ -201,6 +201,7 @@ class DiffusionSRModel(SRModel):
             if unknown:
                 raise KeyError(f'unknown option(s) {["train." + k for k in unknown]} for {type(self).__name__}; '
                                f'expected a subset of {sorted(self.TRAIN_KEYS)}')
+            self._check_train_values(opt.get('train') or {})
             if int(opt.get('queue_size') or 0):
                 raise KeyError(f'queue_size: {type(self).__name__} keeps no training-pair pool (only the baseline '
                                'models do); remove the key or set it to 0')
@@ -209,6 +210,25 @@ class DiffusionSRModel(SRModel):
             if missing:
                 raise KeyError(f'path.ignore_resume_networks must list the frozen network(s) {missing}: otherwise a '
                                'resumed run looks for models/net_<name>_<iter>.pth files that are never written')
+
+    @staticmethod
+    def _check_train_values(train_opt: Mapping) -> None:
+        """Refuse a ``train`` block that would fail (or silently misbehave) later: the optimizer and scheduler
+        blocks present, ``0 <= ema_decay < 1``, ``gan_start_iter >= 0``, loss reductions that give a scalar."""
+        for key in ('optim_g', 'scheduler'):
+            if not isinstance(train_opt.get(key), Mapping) or 'type' not in train_opt[key]:
+                raise KeyError(f'option train.{key} (a block with a type) is required for training')
+        ema_decay = train_opt.get('ema_decay', 0)
+        if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)) or not 0 <= ema_decay < 1:
+            raise ValueError(f'train.ema_decay must be in [0, 1) (0: no EMA), got {ema_decay!r}')
+        gan_start = train_opt.get('gan_start_iter', 0)
+        if isinstance(gan_start, bool) or not isinstance(gan_start, int) or gan_start < 0:
+            raise ValueError(f'train.gan_start_iter must be an integer >= 0, got {gan_start!r}')
+        for key, block in train_opt.items():
+            if key.endswith('_opt') and isinstance(block, Mapping) and block.get('reduction', 'mean') not in (
+                    'mean', 'sum'):
+                raise ValueError(f"train.{key}.reduction must be 'mean' or 'sum' (the loss must be a scalar), got "
+                                 f"{block['reduction']!r}")
 
     # ------------------------------------------------------------------------------------------ networks
     def build_extra_frozen_networks(self) -> None:
@@ -254,18 +274,19 @@ class DiffusionSRModel(SRModel):
         self.logger.info(f'Loaded {key} ({type(self.get_bare_model(net)).__name__}) from {load_path} [{param_key}]')
 
     def init_ema(self) -> None:
-        """Build ``net_g_ema`` (``train.ema_decay`` > 0): ``params_ema`` of ``path.pretrain_network_g`` or a copy."""
+        """Build ``net_g_ema`` (``train.ema_decay`` > 0): a copy of ``net_g``, then ``params_ema`` of
+        ``path.pretrain_network_g`` over it (so that with ``strict_load_g: false`` the entries the file lacks are
+        ``net_g``'s, not a second random initialisation)."""
         self.ema_decay = float(self.opt['train'].get('ema_decay', 0))
         if self.ema_decay <= 0:
             return
         self.logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
         self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+        self.model_ema(0)
         load_path = (self.opt.get('path') or {}).get('pretrain_network_g')
         if load_path:
             load_pretrained(self.net_g_ema, load_path, param_key='params_ema',
                             strict=self.opt['path'].get('strict_load_g', True))
-        else:
-            self.model_ema(0)
         self.net_g_ema.requires_grad_(False)
         self.net_g_ema.eval()
 
@@ -411,8 +432,8 @@ class DiffusionSRModel(SRModel):
         batch."""
         if self.is_train and 'kernel1' in data:
             from lpnsr_arch.data.degradation import degrade_batch
-            self.lq, self.gt, self.clean = degrade_batch(
-                self._degradation(), data, self.device, gt_size=self._train_gt_size(), usm_sharpener=None)
+            pair = degrade_batch(self._degradation(), data, self.device, gt_size=self._train_gt_size())
+            self.lq, self.gt, self.clean = pair.lq, pair.gt, pair.clean
             return
         super().feed_data(data)
         self.clean = None  # a paired batch: whether its LR is a clean downscale is not known

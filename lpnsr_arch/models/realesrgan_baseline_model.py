@@ -5,8 +5,10 @@ These models subclass ``SRModel``/``SRGANModel`` instead and build training pair
 :func:`lpnsr_arch.data.degradation.degrade_batch`, so baselines and LPNSR see exactly the same synthetic data.
 
 Options (top level, as in Real-ESRGAN recipes): every key of ``DEGRADATION_KEYS``, ``scale``, ``gt_size``,
-``gt_usm`` (bool, default true: unsharp-mask the GT before degrading it and use it as target),
-``queue_size`` (int, default 0: no training-pair pool; Real-ESRGAN uses 180).
+``gt_usm`` (bool, default true: unsharp-mask the GT before degrading it; Real-ESRNet's target is then the sharpened
+GT), ``l1_gt_usm`` / ``percep_gt_usm`` / ``gan_gt_usm`` (the GAN model's targets, as Real-ESRGAN: default true / true /
+false, so the discriminator's real images are the plain GT), ``queue_size`` (int, default 0: no training-pair pool;
+Real-ESRGAN uses 180).
 Validation/test batches are plain pairs (``lq``/``gt``), e.g. from ``PairedImageDataset``.
 """
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch.nn import functional as F
 
+from basicsr.models.realesrgan_model import RealESRGANModel
 from basicsr.models.sr_model import SRModel
 from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils import USMSharp, get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from lpnsr_arch.data.degradation import SecondOrderDegradation, degrade_batch
+from lpnsr_arch.data.degradation import SecondOrderDegradation, TrainingPair, degrade_batch
 from lpnsr_arch.weights import load_pretrained
 
 _KERNEL_KEYS = ('kernel1', 'kernel2', 'sinc_kernel')
@@ -91,8 +94,9 @@ class SyntheticPairMixin:
         if all(key in data for key in _KERNEL_KEYS):
             if not self.is_train:
                 raise ValueError('a RealESRGANDataset batch (gt + kernels) was fed to a model built for testing')
-            lq, gt, _ = degrade_batch(self.degradation, data, self.device, gt_size=self.gt_size,
-                                      usm_sharpener=self.usm_sharpener)
+            pair = degrade_batch(self.degradation, data, self.device, gt_size=self.gt_size,
+                                 usm_sharpener=self.usm_sharpener)
+            lq, gt = pair.lq, self._training_target(pair)
             if self.pair_pool is not None:
                 lq, gt = self.pair_pool.swap(lq, gt)
             self.lq, self.gt = lq, gt
@@ -102,6 +106,10 @@ class SyntheticPairMixin:
                 self.gt = data['gt'].to(self.device)
         else:
             raise KeyError(f"batch has neither 'lq' nor RealESRGANDataset kernels; keys: {sorted(data)}")
+
+    def _training_target(self, pair: TrainingPair) -> torch.Tensor:
+        """``self.gt`` for a synthesised pair: Real-ESRNet trains towards the sharpened GT (``gt_usm``)."""
+        return pair.gt if pair.gt_usm is None else pair.gt_usm
 
     def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True,
                      param_key: Optional[str] = 'params') -> None:
@@ -144,7 +152,26 @@ class LPNSRRealESRGANModel(SyntheticPairMixin, SRGANModel):
     """Real-ESRGAN-style baseline: ``net_g`` + ``net_d`` with ``pixel_opt`` and ``gan_opt`` (``perceptual_opt``
     optional: VGG weights are not available offline) on the shared degradation."""
 
+    USM_TARGET_DEFAULTS = {'l1_gt_usm': True, 'percep_gt_usm': True, 'gan_gt_usm': False}  # Real-ESRGAN x4plus
+
     def __init__(self, opt: dict) -> None:
+        for key, default in self.USM_TARGET_DEFAULTS.items():
+            value = opt.setdefault(key, default)
+            if not isinstance(value, bool):
+                raise ValueError(f'option {key} must be true or false, got {value!r}')
         super().__init__(opt)
         if self.is_train:
             self._init_synthetic_pairs()
+
+    def _training_target(self, pair: TrainingPair) -> torch.Tensor:
+        """The plain GT: the sharpened one is made per batch in :meth:`optimize_parameters` (after the pair pool)."""
+        return pair.gt
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """BasicSR's Real-ESRGAN step: L1 / perceptual / GAN-real targets are ``self.gt`` or its unsharp-masked copy
+        as ``l1_gt_usm`` / ``percep_gt_usm`` / ``gan_gt_usm`` say (sharpened per batch, as upstream does after its
+        pool; with ``gt_usm: false`` every target is the plain GT)."""
+        sharpener = self.usm_sharpener
+        with torch.no_grad():
+            self.gt_usm = sharpener(self.gt) if sharpener is not None else self.gt
+        RealESRGANModel.optimize_parameters(self, current_iter)
