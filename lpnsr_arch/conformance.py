@@ -28,6 +28,7 @@ from lpnsr_arch.archs.noise_predictor_arch import LPNSRNoisePredictor
 from lpnsr_arch.archs.resshift_unet_arch import LPNSRResShiftUNet
 from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler
 from lpnsr_arch.archs.vqgan_arch import LPNSRVQAutoencoder
+from lpnsr_arch.cli_errors import error_line
 from lpnsr_arch.diffusion import DiffusionConfig, NormalDraws, ResShiftDiffusion
 from lpnsr_arch.pipeline import InferenceDefaults, LPNSRPipeline
 from lpnsr_arch.weights import CheckpointError, load_weights, prefixed
@@ -91,7 +92,8 @@ def read_vectors(path: Path) -> tuple[Dict[str, object], Dict[str, Tensor]]:
     return config, tensors
 
 
-def build_models(config: Mapping[str, Mapping], tensors: Mapping[str, Tensor], source: str = '<vectors>') -> VectorModels:
+def build_models(config: Mapping[str, Mapping], tensors: Mapping[str, Tensor],
+                 source: str = '<vectors>') -> VectorModels:
     """Build the three networks from ``config`` and load their weights strictly from ``tensors``."""
     def build(section: str, factory):
         try:
@@ -263,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         results = check_file(args.vectors)
     except (CheckpointError, KeyError, FileNotFoundError, TypeError, ValueError) as err:
-        logger.error('%s', err)
+        logger.error('%s', error_line(err))
         return 2
     report(results)
     if args.json:

@@ -22,7 +22,7 @@ import numpy as np
 from lpnsr_arch.bench import compare_sheet, quality
 from lpnsr_arch.data.test_pairs import make_test_pairs
 from lpnsr_arch.inference import main as inference_main
-from lpnsr_arch.pipeline import REPO_ROOT
+from lpnsr_arch.weights import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 

@@ -36,10 +36,14 @@ def build_parser() -> ArgumentParser:
     """The command-line interface (every option defaults to the options file's ``inference:`` block)."""
     parser = ArgumentParser(prog='lpnsr', description='LPNSR 4x super-resolution of an image or folder.')
     parser.add_argument('-i', '--input', type=Path, default=Path('inputs'),
-                        help='input image, or a folder (its image files; subfolders are not searched)')
+                        help='input image, or a folder (its image files; subfolders are not searched); '
+                        'default: inputs')
     parser.add_argument('-o', '--output', type=Path, default=Path('results'),
-                        help='output folder, created if needed (always a folder)')
-    parser.add_argument('--opt', type=Path, default=DEFAULT_OPTIONS, help='options YAML naming networks/weights')
+                        help='output folder, created if needed (always a folder); default: results')
+    parser.add_argument('--opt', type=Path, default=DEFAULT_OPTIONS,
+                        help='options YAML naming networks/weights; default: options/inference_lpnsr_official.yml '
+                        '(needs the official checkpoints; options/demo/inference_lpnsr_demo.yml runs the shipped '
+                        'demonstration model)')
     parser.add_argument('--tile', type=non_negative_int, default=None,
                         help='LR tile size (0: off; default from the options)')
     parser.add_argument('--tile-overlap', type=non_negative_int, default=None,
@@ -59,7 +63,8 @@ def build_parser() -> ArgumentParser:
                         'pays off over many images of one size')
     parser.add_argument('--ext', choices=('auto', 'png', 'jpg'), default='auto',
                         help='output format (auto: as the input; a jpg output of an alpha or 16-bit image becomes png)')
-    parser.add_argument('--suffix', default='out', help='output name suffix (<name>_<suffix>.<ext>); "" for none')
+    parser.add_argument('--suffix', default='out',
+                        help='output name suffix (<name>_<suffix>.<ext>; default: out); "" for none')
     parser.add_argument('--quiet', action='store_true', help='no progress bar, warnings only')
     return parser
 
@@ -142,7 +147,8 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
                             tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, precision=precision)
             write_image(out_path, restore_mode(sr01, record, pipeline.scale).cpu(), bit_depth=record.bit_depth)
         except (ImageReadError, ValueError, OSError) as error:
-            logger.error(f'skipped {path}: {error}')
+            message = str(error)  # most already start with the path
+            logger.error(f'skipped {message if message.startswith(str(path)) else f"{path}: {message}"}')
             summary.failed.append(path)
             continue
         except RuntimeError as error:
@@ -168,6 +174,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(argv: Optional[Sequence[str]]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format='%(levelname)s %(message)s')
+    import cv2
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a bad image is reported by its ERROR line
     with user_errors(logger):
         inputs = collect_inputs(args.input)
         if not inputs:
@@ -177,6 +185,9 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     with user_errors(logger, f'cannot build the pipeline from {args.opt}: ', BUILD_ERRORS):
         pipeline = build_pipeline(args.opt, args.upsampler, device).accelerate(
             channels_last=args.channels_last, compile_mode=None if args.compile == 'none' else args.compile)
+    given = ' '.join(f'{flag} {value}' for flag, value in (('--tile', args.tile), ('--tile-overlap', args.tile_overlap))
+                     if value is not None) or f'the tiling of {args.opt}'
+    with user_errors(logger, f'{given}: '):
         args.tile, args.tile_overlap = pipeline.resolve_tiling(args.tile, args.tile_overlap)  # checked once
     with user_errors(logger):  # created only once everything else is settled
         prepare_output_folder(args.output, '-o/--output')

@@ -21,20 +21,20 @@ import copy
 import difflib
 import logging
 import math
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from basicsr.archs import build_network  # lpnsr_arch/__init__ has applied the torchvision shim by now
+from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.color import adain_color_fix, wavelet_color_fix
 from lpnsr_arch.diffusion import DiffusionConfig, GaussianNoise, LearnedNoise, ResShiftDiffusion
 from lpnsr_arch.tiling import Tile, process_tiled
-from lpnsr_arch.weights import load_weights
+from lpnsr_arch.weights import REPO_ROOT, load_weights, resolve_checkpoint  # noqa: F401  (REPO_ROOT re-exported)
 
 __all__ = [
     'LPNSRPipeline', 'InferenceDefaults', 'LatentNoiseField', 'CroppedDraws', 'mirror_pad', 'pad_lr', 'PRECISIONS',
@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger('basicsr')
-REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout: shipped options/ and weights/ are found here
 
 PRECISIONS: Dict[str, torch.dtype] = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 NOISE_KINDS = ('learned', 'gaussian')
@@ -609,19 +608,6 @@ def _check_option_names(opt: Mapping) -> None:
                                f'{list(PIPELINE_NETWORKS)} (e.g. {prefix}unet)')
 
 
-def resolve_checkpoint(key: str, value: Union[str, os.PathLike]) -> Path:
-    """The file named by ``path.<key>``: as given (``~`` expanded; a relative path from the current folder), else a
-    relative path from the repository root (e.g. the shipped ``weights/demo``). Raises ``FileNotFoundError`` naming
-    the key and both places looked in."""
-    checkpoint = Path(str(value)).expanduser()
-    if checkpoint.is_file():
-        return checkpoint
-    if not checkpoint.is_absolute() and (REPO_ROOT / checkpoint).is_file():
-        return REPO_ROOT / checkpoint
-    where = '' if checkpoint.is_absolute() else f' (looked in the current folder {Path.cwd()} and in {REPO_ROOT})'
-    raise FileNotFoundError(f'options: path.{key} = {value} does not exist{where}')
-
-
 def _check_checkpoints_exist(path_opt: Mapping) -> None:
     """Fail before building any (possibly large) network when a named checkpoint is missing."""
     for key, value in path_opt.items():
@@ -633,7 +619,15 @@ def _build_and_load(name: str, block: Mapping, path_opt: Mapping) -> nn.Module:
     """Build ``network_<name>`` with BasicSR's ``build_network`` and load ``path.pretrain_network_<name>``."""
     if 'type' not in block:
         raise KeyError(f'options: network_{name} has no "type"')
-    net = build_network(dict(block))
+    known = sorted(name for name, _ in ARCH_REGISTRY)
+    if block['type'] not in known:  # BasicSR would first print a misleading "use name: <type>_basicsr" line
+        close = difflib.get_close_matches(str(block['type']), known, n=1, cutoff=0.6)
+        hint = f'; did you mean {close[0]!r}?' if close else ''
+        raise KeyError(f'options: network_{name}.type {block["type"]!r} is not a registered network{hint}')
+    try:
+        net = build_network(dict(block))
+    except TypeError as error:  # a misspelt or unknown argument of the network class
+        raise TypeError(f'options: network_{name}: {error}') from error
     checkpoint = path_opt.get(f'pretrain_network_{name}')
     if checkpoint is not None:
         checkpoint = resolve_checkpoint(f'pretrain_network_{name}', checkpoint)

@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from lpnsr_arch.messages import name_list
 
 logger = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The checkout this package runs from: relative checkpoint paths fall back to it (the shipped ``weights/demo``)."""
 
 StateDict = Dict[str, Tensor]
 WRAPPER_KEYS = ('params_ema', 'params', 'state_dict', 'ema_state', 'model')
@@ -45,8 +47,32 @@ def read_checkpoint_file(path: Union[str, os.PathLike]) -> object:
     try:
         return torch.load(str(path), map_location='cpu', weights_only=True)
     except Exception as err:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        raise CheckpointError(f'{path}: cannot be loaded as a weights-only torch checkpoint (truncated, corrupt, or '
-                              f'it pickles objects other than tensors): {err}') from err
+        raise CheckpointError(f'{path}: cannot be loaded as a weights-only torch checkpoint (truncated, corrupt, not '
+                              f'a checkpoint, or it pickles objects other than tensors): {_torch_load_reason(err)}'
+                              ) from err
+
+
+def _torch_load_reason(error: Exception) -> str:
+    """The part of a ``torch.load`` error that says what is wrong with the file: the unpickler's own complaint,
+    without the advice paragraphs that torch wraps around a weights-only failure."""
+    text = str(error)
+    if 'WeightsUnpickler error:' in text:
+        detail = text.split('WeightsUnpickler error:', 1)[1].strip().split('\n\n')[0].strip()
+        return f'weights-only unpickler: {detail}'
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def resolve_checkpoint(key: str, value: Union[str, os.PathLike]) -> Path:
+    """The file named by the option ``path.<key>``: as given (``~`` expanded; a relative path from the current
+    folder), else a relative path from the repository root (e.g. the shipped ``weights/demo``). Raises
+    ``FileNotFoundError`` naming the option and both places looked in."""
+    checkpoint = Path(str(value)).expanduser()
+    if checkpoint.is_file():
+        return checkpoint
+    if not checkpoint.is_absolute() and (REPO_ROOT / checkpoint).is_file():
+        return REPO_ROOT / checkpoint
+    where = '' if checkpoint.is_absolute() else f' (looked in the current folder {Path.cwd()} and in {REPO_ROOT})'
+    raise FileNotFoundError(f'options: path.{key} = {value} does not exist{where}')
 
 
 def _strip_prefixes(key: str) -> str:

@@ -54,11 +54,13 @@ def test_checker_fails_on_a_wrong_output(tmp_path):
     assert failing == ['unet.s2']
 
 
-def test_checker_reports_bad_files(tmp_path):
+def test_checker_reports_bad_files(tmp_path, caplog):
     save_file({'x': torch.zeros(1)}, str(tmp_path / 'nometa.safetensors'))
     with pytest.raises(KeyError, match='nometa.safetensors: the metadata has no "config" entry'):
         conformance.check_file(tmp_path / 'nometa.safetensors')
     assert conformance.main([str(tmp_path / 'nometa.safetensors')]) == 2
+    errors = [record.getMessage() for record in caplog.records if record.levelname == 'ERROR']
+    assert errors[-1].startswith(str(tmp_path / 'nometa.safetensors'))  # one line, without a KeyError's quotes
     (tmp_path / 'junk.safetensors').write_bytes(b'not a file')
     with pytest.raises(Exception, match='junk.safetensors'):
         conformance.check_file(tmp_path / 'junk.safetensors')

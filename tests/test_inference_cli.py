@@ -226,3 +226,10 @@ def test_a_bad_inference_value_in_the_options_is_one_error_before_any_image(opti
     errors = [record.getMessage() for record in caplog.records if record.levelname == 'ERROR']
     assert len(errors) == 1 and str(path) in errors[0] and next(iter(bad)) in errors[0]
     assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+
+
+def test_a_tile_the_networks_cannot_take_blames_the_argument(options_file, tmp_path, caplog):
+    _inputs(tmp_path / 'in')
+    assert _run(options_file, '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'), '--tile', '8') == 2
+    errors = [record.getMessage() for record in caplog.records if record.levelname == 'ERROR']
+    assert errors == ['--tile 8: tile must be a multiple of 16, got 8']

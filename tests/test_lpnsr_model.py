@@ -221,6 +221,29 @@ def test_a_train_block_that_would_fail_later_is_refused_at_build(tmp_path, chang
         LPNSRModel(opt)
 
 
+def test_relative_checkpoints_fall_back_to_the_repository_as_in_inference(tmp_path, monkeypatch):
+    """Training started from another folder finds the shipped (repository-relative) weights, and a missing file's
+    error names the option and both places looked in."""
+    import lpnsr_arch.weights as weights
+    from basicsr.archs import build_network
+    checkout, elsewhere = tmp_path / 'checkout', tmp_path / 'elsewhere'
+    (checkout / 'weights').mkdir(parents=True)
+    elsewhere.mkdir()
+    opt = make_opt(tmp_path / 'run', with_d=False)
+    torch.manual_seed(4)
+    denoiser = build_network(dict(opt['network_unet'])).state_dict()
+    weights.save_state_dict(checkout / 'weights' / 'unet.safetensors', denoiser)
+    monkeypatch.setattr(weights, 'REPO_ROOT', checkout)
+    monkeypatch.chdir(elsewhere)
+    opt['path'].update(pretrain_network_unet='weights/unet.safetensors')
+    model = LPNSRModel(opt)
+    torch.testing.assert_close(model.net_unet.state_dict()['time_embed.0.weight'], denoiser['time_embed.0.weight'])
+    opt['path'].update(pretrain_network_unet='weights/nowhere.pth')
+    with pytest.raises(FileNotFoundError, match=r'path.pretrain_network_unet = weights/nowhere.pth does not exist '
+                                                r'\(looked in the current folder .*elsewhere and in .*checkout\)'):
+        LPNSRModel(opt)
+
+
 def test_a_checkpoint_that_does_not_fit_is_named_in_the_error(tmp_path):
     from lpnsr_arch.weights import CheckpointError, save_state_dict
     opt = make_opt(tmp_path, with_d=False)

@@ -304,3 +304,15 @@ def test_position_seeded_draws_skip_the_discarded_final_draw(pipeline, monkeypat
                         original(self, index, rows, cols))
     pipeline(_lr(16, 16), seed=3, tile=0)
     assert sorted(set(calls)) == [0, 1, 2, 3]
+
+
+def test_a_network_block_mistake_names_the_block():
+    options = tiny_options()
+    options['network_unet']['no_such_argument'] = 1
+    with pytest.raises(TypeError, match="network_unet: .*no_such_argument"):
+        LPNSRPipeline.from_options(options)
+    options = tiny_options()
+    options['network_unet']['type'] = 'LPNSRResShiftUnet'
+    with pytest.raises(KeyError, match="network_unet.type 'LPNSRResShiftUnet' is not a registered network; did you "
+                                       "mean 'LPNSRResShiftUNet'"):
+        LPNSRPipeline.from_options(options)

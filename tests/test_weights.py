@@ -90,8 +90,13 @@ class Payload:
 def test_pickled_objects_are_refused(tmp_path, unet):
     with open(tmp_path / 'evil.pth', 'wb') as handle:
         pickle.dump({'params': Payload()}, handle)
-    with pytest.raises(CheckpointError, match='weights-only'):
+    with pytest.raises(CheckpointError, match='weights-only') as refused:
         read_state_dict(tmp_path / 'evil.pth')
+    assert '\n' not in str(refused.value) and 'In PyTorch 2.6' not in str(refused.value)  # no advice paragraphs
+    (tmp_path / 'notes.pth').write_text('a training log, not a checkpoint\n')
+    with pytest.raises(CheckpointError, match=r'notes\.pth: cannot be loaded as a weights-only') as text:
+        read_state_dict(tmp_path / 'notes.pth')
+    assert '\n' not in str(text.value)
     torch.save({'params': {'a': 3}}, tmp_path / 'notensor.pth')
     with pytest.raises(CheckpointError, match="entry 'a' is a int, not a tensor"):
         read_state_dict(tmp_path / 'notensor.pth')

@@ -31,7 +31,7 @@ from basicsr.utils.dist_util import master_only
 from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler, bicubic_upscale
 from lpnsr_arch.diffusion import DiffusionConfig, ResShiftDiffusion
 from lpnsr_arch.pipeline import InferenceDefaults, LPNSRPipeline
-from lpnsr_arch.weights import load_pretrained, save_state_dict
+from lpnsr_arch.weights import load_pretrained, resolve_checkpoint, save_state_dict
 
 __all__ = ['DiffusionSRModel', 'WarmupCosineLR', 'warmup_cosine_lr']
 
@@ -246,8 +246,7 @@ class DiffusionSRModel(SRModel):
         name = key[len('network_'):]
         load_path = path_opt.get(f'pretrain_{key}')
         if load_path:
-            if not os.path.isfile(load_path):
-                raise FileNotFoundError(f'path.pretrain_{key}: no such file {load_path!r}')
+            load_path = str(resolve_checkpoint(f'pretrain_{key}', load_path))
             load_pretrained(net, load_path, param_key=path_opt.get(f'param_key_{name}', 'auto'),
                             strict=path_opt.get(f'strict_load_{name}', True))
             self.logger.info(f'Loaded frozen {key} ({type(net).__name__}) from {load_path}')
@@ -266,8 +265,7 @@ class DiffusionSRModel(SRModel):
         load_path = path_opt.get(f'pretrain_{key}')
         if not load_path:
             return
-        if not os.path.isfile(load_path):
-            raise FileNotFoundError(f'path.pretrain_{key}: no such file {load_path!r}')
+        load_path = str(resolve_checkpoint(f'pretrain_{key}', load_path))
         param_key = path_opt.get(f'param_key_{name}', default_param_key)
         load_pretrained(self.get_bare_model(net), load_path, param_key=param_key,
                         strict=path_opt.get(f'strict_load_{name}', True))
@@ -285,6 +283,7 @@ class DiffusionSRModel(SRModel):
         self.model_ema(0)
         load_path = (self.opt.get('path') or {}).get('pretrain_network_g')
         if load_path:
+            load_path = str(resolve_checkpoint('pretrain_network_g', load_path))
             load_pretrained(self.net_g_ema, load_path, param_key='params_ema',
                             strict=self.opt['path'].get('strict_load_g', True))
         self.net_g_ema.requires_grad_(False)

@@ -25,7 +25,7 @@ from basicsr.utils import USMSharp, get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from lpnsr_arch.data.degradation import SecondOrderDegradation, TrainingPair, degrade_batch
-from lpnsr_arch.weights import load_pretrained
+from lpnsr_arch.weights import load_pretrained, resolve_checkpoint
 
 _KERNEL_KEYS = ('kernel1', 'kernel2', 'sinc_kernel')
 
@@ -114,7 +114,10 @@ class SyntheticPairMixin:
     def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True,
                      param_key: Optional[str] = 'params') -> None:
         """BasicSR's ``load_network`` through the plugin's checkpoint loader: ``.pth`` (``weights_only``) or
-        ``.safetensors`` (e.g. ``weights/demo/``); ``param_key`` when the file holds it, else the file's own layout."""
+        ``.safetensors`` (e.g. ``weights/demo/``); ``param_key`` when the file holds it, else the file's own layout. A
+        relative path is looked up in the current folder, then in the repository (as inference does)."""
+        option = 'pretrain_network_d' if net is getattr(self, 'net_d', None) else 'pretrain_network_g'
+        load_path = str(resolve_checkpoint(option, load_path))
         load_pretrained(self.get_bare_model(net), load_path, param_key=param_key or 'params', strict=strict)
         get_root_logger().info(f'Loaded {type(self.get_bare_model(net)).__name__} from {load_path} [{param_key}]')
 
