@@ -4,7 +4,10 @@
 2. degrades them with the training degradation (Real-ESRGAN second order, fixed seed) into ``<out>/pairs/{gt,lq}``;
 3. super-resolves the LR images with LPNSR (``<out>/sr``);
 4. writes a metrics table (PSNR/SSIM on Y with crop 4, NIQE; bicubic, the RRDBNet pre-upsampler, LPNSR) to
-   ``<out>/quality.{csv,json}`` and comparison sheets (LR, bicubic, RRDBNet, LPNSR two seeds, GT) to ``<out>/sheets``.
+   ``<out>/quality.{csv,json}`` and comparison sheets (LR, bicubic, RRDBNet, LPNSR with the seed and the next one,
+   GT) to ``<out>/sheets``.
+
+The outputs of an earlier demo run in ``<out>`` are replaced; another non-empty ``<out>`` is refused.
 
 Everything runs offline on the CPU (or a GPU when present).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -20,6 +24,7 @@ import cv2
 import numpy as np
 
 from lpnsr_arch.bench import compare_sheet, quality
+from lpnsr_arch.cli_errors import user_errors
 from lpnsr_arch.data.test_pairs import make_test_pairs
 from lpnsr_arch.inference import main as inference_main
 from lpnsr_arch.weights import REPO_ROOT
@@ -59,9 +64,34 @@ def check_weights(root: Path) -> None:
                                 f'`bash scripts/train_demo_model.sh` (needs ../shared/data)')
 
 
+DEMO_OUTPUTS = ('hr', 'pairs', 'sr', 'sheets', 'quality.csv', 'quality.json', 'quality_per_image.csv',
+                'quality_per_image.json')
+DEMO_MARKER = '.lpnsr_demo'
+
+
+def clear_previous_run(out: Path) -> None:
+    """Remove the outputs of an earlier demo run in ``out`` (its images would otherwise join this run's table).
+    ``out`` must be new, empty, or a demo output folder (it holds the marker file or the demo's ``quality.csv``);
+    another non-empty folder is refused with a ``FileExistsError`` and left untouched."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f'--out {out} is a file, not a folder')
+    if out.is_dir() and any(out.iterdir()):
+        if not ((out / DEMO_MARKER).is_file() or (out / 'quality.csv').is_file()):
+            raise FileExistsError(f'--out {out} is not empty and holds no earlier demo results; choose a new folder')
+        for name in DEMO_OUTPUTS:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.is_file():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text('made by `python -m lpnsr_arch.demo`: its outputs are replaced on the next run\n')
+
+
 def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> None:
     check_weights(REPO_ROOT)
     start = time.perf_counter()
+    clear_previous_run(out)
     write_sample_photos(out / 'hr', images)
     make_test_pairs(hr=str(out / 'hr'), out=str(out / 'pairs'), degradation_name='realesrgan', scale=4, seed=seed,
                     recipe_path=str(REPO_ROOT / DEGRADATION_RECIPE))
@@ -74,7 +104,8 @@ def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> Non
                   f'lpnsr=lpnsr:{REPO_ROOT / LPNSR_OPTIONS}', '--dataset', f'skimage_demo={gt_dir},{lq_dir}',
                   '--seed', str(seed), '--device', device, '--out', str(out)])
     sheet_args = ['--method', f'rrdbnet=basicsr:{REPO_ROOT / RRDBNET_OPTIONS}', '--method',
-                  f'lpnsr=lpnsr:{REPO_ROOT / LPNSR_OPTIONS}', '--device', device, '--out', str(out / 'sheets')]
+                  f'lpnsr=lpnsr:{REPO_ROOT / LPNSR_OPTIONS}', '--device', device, '--out', str(out / 'sheets'),
+                  '--seeds', str(seed), str(seed + 1)]  # the first LPNSR column is the scored output
     for name in images:
         sheet_args += ['--lq', str(lq_dir / f'{name}.png'), '--gt', str(gt_dir / f'{name}.png')]
     compare_sheet.main(sheet_args)
@@ -89,7 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    run_demo(out=args.out, images=args.images, seed=args.seed, device=args.device)
+    with user_errors(logger, '', (FileExistsError, NotADirectoryError)):  # an --out that is not the demo's
+        run_demo(out=args.out, images=args.images, seed=args.seed, device=args.device)
 
 
 if __name__ == '__main__':

@@ -161,6 +161,21 @@ def test_compare_sheet_writes_a_grid(dataset, options_file, tmp_path):
     assert sheet.shape == (2 * (32 + compare_sheet.LABEL_HEIGHT), 5 * 32, 3)
 
 
+def test_compare_sheet_keeps_the_seed_in_a_cut_label_and_refuses_two_inputs_with_one_name(dataset, tmp_path, caplog):
+    assert compare_sheet.fit_label('lpnsr-inference_lpnsr_demo s1', 18) == 'lpnsr-inf~_demo s1'
+    cut = [compare_sheet.fit_label(f'lpnsr-inference_lpnsr_demo s{seed}', 9) for seed in (0, 1)]
+    assert cut[0] != cut[1] and all(len(label) == 9 and label.endswith(f's{seed}') for label, seed in zip(cut, (0, 1)))
+    assert compare_sheet.fit_label('bicubic', 9) == 'bicubic'
+    twin = tmp_path / 'other' / 'a_smallx4.png'
+    twin.parent.mkdir()
+    twin.write_bytes((dataset / 'lq' / 'a_smallx4.png').read_bytes())
+    with pytest.raises(SystemExit) as info:
+        compare_sheet.main(['--lq', str(dataset / 'lq' / 'a_smallx4.png'), '--lq', str(twin), '--device', 'cpu',
+                            '--out', str(tmp_path / 'sheets')])
+    assert info.value.code == 2 and "share the name 'a_smallx4'" in caplog.text
+    assert not list((tmp_path / 'sheets').glob('*.png'))
+
+
 def test_a_gt_at_another_scale_is_refused_with_its_path(dataset, tmp_path, caplog):
     from lpnsr_arch.bench.common import read_gt
     gt = dataset / 'gt' / 'b_big.png'  # 256 px
@@ -187,3 +202,23 @@ def test_flop_count_includes_attention_on_the_cpu():
     from lpnsr_arch.bench.speed import count_flops
     q = torch.randn(1, 1, 256, 32)
     assert count_flops(lambda: F.scaled_dot_product_attention(q, q, q)) == 4 * 256 * 256 * 32
+
+
+def test_speed_reports_no_difference_when_the_reference_path_fails(monkeypatch):
+    from lpnsr_arch.bench.presets import tiny_options
+    from lpnsr_arch.pipeline import LPNSRPipeline
+    pipeline = LPNSRPipeline.from_options(tiny_options())
+    real_time_runs, calls = speed.time_runs, []
+
+    def first_fails(run, device, *, warmup, repeats):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError('compile failed\nsecond line')
+        return real_time_runs(run, device, warmup=warmup, repeats=repeats)
+
+    monkeypatch.setattr(speed, 'time_runs', first_fails)
+    paths = [speed.SpeedPath('eager_fp32'), speed.SpeedPath('bf16', precision='bf16')]
+    rows = speed.run_case(pipeline, speed.SpeedCase('lr16', 16), paths, device=torch.device('cpu'), warmup=0,
+                          repeats=1, peak=None)
+    assert rows[0] == {'case': 'lr16', 'path': 'eager_fp32', 'error': 'compile failed'}
+    assert rows[1]['path'] == 'bf16' and rows[1]['max_abs_diff'] is None  # not 0 against itself

@@ -242,3 +242,10 @@ def test_a_misspelt_degradation_key_is_refused() -> None:
                                        "'bicubic_prob'"):
         SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, bicubic_prb=0.3, gt_size=64), scale=4)
     SecondOrderDegradation(opt=dict(REALESRGAN_X4PLUS_DEGRADATION, bicubic_prob=0.3, gt_size=64, name='x'), scale=4)
+
+
+def test_a_dataset_without_its_flip_options_is_refused_at_build(hr_folder: Path) -> None:
+    opt = dataset_opt(str(hr_folder))
+    del opt['use_rot']
+    with pytest.raises(KeyError, match="dataset 'unit': option use_rot \\(true or false\\) is required"):
+        LPNSRRealESRGANDataset(opt)

@@ -48,3 +48,23 @@ def test_export_writes_nothing_when_a_stage_is_missing(tmp_path):
     shipped.write_bytes(b'the shipped file')
     assert export_demo.main(['--experiments', str(tmp_path / 'experiments'), '--out', str(shipped.parent)]) == 2
     assert shipped.read_bytes() == b'the shipped file'
+
+
+def test_a_rerun_replaces_the_earlier_demo_outputs_and_other_folders_are_refused(tmp_path):
+    from lpnsr_arch.demo import DEMO_MARKER, clear_previous_run
+    earlier = tmp_path / 'demo'
+    (earlier / 'pairs' / 'lq').mkdir(parents=True)
+    (earlier / 'pairs' / 'lq' / 'coffee.png').write_bytes(b'stale')  # would join the next run's table
+    (earlier / 'quality.csv').write_text('old table')
+    (earlier / 'notes.txt').write_text('mine')
+    clear_previous_run(earlier)
+    assert sorted(p.name for p in earlier.iterdir()) == sorted([DEMO_MARKER, 'notes.txt'])
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / 'hr').mkdir()
+    (other / 'hr' / 'keep.png').write_bytes(b'user data')
+    with pytest.raises(FileExistsError, match='holds no earlier demo results'):
+        clear_previous_run(other)
+    assert (other / 'hr' / 'keep.png').read_bytes() == b'user data'
+    clear_previous_run(tmp_path / 'new')
+    assert (tmp_path / 'new' / DEMO_MARKER).is_file()

@@ -97,6 +97,7 @@ def test_construction_time_shift_rule():
 
 
 def test_vq_round_trip_and_quantisation(tiny_vq_kwargs):
+    torch.manual_seed(0)  # the straight-through sum z + (q - z) is a codebook entry up to float rounding of |z|
     vq = LPNSRVQAutoencoder(**tiny_vq_kwargs).eval()
     x = torch.rand(1, 3, 32, 48) * 2 - 1
     with torch.no_grad():
@@ -106,7 +107,7 @@ def test_vq_round_trip_and_quantisation(tiny_vq_kwargs):
     zq = vq.quantize(z)
     # every quantised vector is a codebook entry, and the gradient passes straight through
     flat = zq.permute(0, 2, 3, 1).reshape(-1, 3)
-    assert torch.cdist(flat, codes).min(dim=1).values.max() < 1e-5
+    assert torch.cdist(flat, codes).min(dim=1).values.max() < 1e-4
     z.requires_grad_(True)
     vq.quantize(z).sum().backward()
     assert torch.equal(z.grad, torch.ones_like(z))
@@ -235,7 +236,7 @@ def test_swinir_checkpointing_runs_and_large_masks_are_not_kept():
     for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
     upsampler_arch._cached_swinir_shift_mask.cache_clear()
-    side = int((upsampler_arch.SWINIR_MASK_CACHE_BYTES / (4 * 4 * 4)) ** 0.5) // 4 * 4 + 4  # just over the limit
+    side = int((upsampler_arch.SHIFT_MASK_CACHE_BYTES / (4 * 4 * 4)) ** 0.5) // 4 * 4 + 4  # just over the limit
     mask = upsampler_arch.swinir_shift_mask(side, side, 4, 2, torch.device('cpu'))
     assert mask.shape == ((side // 4) ** 2, 16, 16)
     assert upsampler_arch._cached_swinir_shift_mask.cache_info().currsize == 0

@@ -322,6 +322,20 @@ def test_lpips_distance_properties(lpips_weights):
     assert float(loss(b, a)) == pytest.approx(2.0 * float(LPNSRLPIPSLoss(**lpips_weights)(b, a)), rel=1e-5)
 
 
+def test_lpips_is_float32_and_close_to_fp32_under_bf16_autocast(lpips_weights):
+    """The VGG convolutions may run in bf16; the feature normalisation and the weighted distances run in float32 and
+    the result is float32 (it was bf16)."""
+    loss = LPNSRLPIPSLoss(**lpips_weights, reduction='none')
+    torch.manual_seed(0)
+    a = torch.rand(2, 3, 32, 32)
+    b = (a + 0.05 * torch.randn_like(a)).clamp(0, 1)
+    reference = loss.distance(b, a)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        low = loss.distance(b, a)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, reference, rtol=0.05, atol=0)
+
+
 def test_resshift_with_lpips_backpropagates_through_the_decoder(tmp_path, lpips_weights):
     opt = make_opt(tmp_path, perceptual_opt=dict(type='LPNSRLPIPSLoss', loss_weight=1.0, **lpips_weights))
     model = ResShiftModel(opt)

@@ -1,6 +1,7 @@
 """The channel-first Swin: the official shifted-window mask rule, its cache, and attention numerics."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lpnsr_arch.archs import swin
@@ -63,3 +64,37 @@ def test_sdpa_attention_equals_explicit_softmax():
         logits = (q * 16**-0.5) @ k.transpose(-1, -2) + attn.position_bias()[None] + mask[:, None]
         ref = attn.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(8, 64, 32))
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('which', ['channel_first', 'swinir'])
+def test_shifted_window_attention_takes_the_transposed_layout_of_cuda_kernels(monkeypatch, which):
+    """CUDA's memory-efficient attention returns (B, H, N, d) stored as (B, N, H, d): a .view of it failed for a
+    batch above 1 (training, batched tiles). Emulated here on the CPU: same values, the kernel's layout."""
+    import torch.nn.functional as F
+    from lpnsr_arch.archs.swin import WindowAttention, build_official_shift_mask
+    from lpnsr_arch.archs.upsampler_arch import SwinIRWindowAttention
+    torch.manual_seed(0)
+    if which == 'channel_first':
+        attention = WindowAttention(dim=16, window_size=4, num_heads=2)
+    else:
+        attention = SwinIRWindowAttention(dim=16, window_size=(4, 4), num_heads=2)
+    mask = build_official_shift_mask(8, 8, 4, 2, torch.device('cpu'))  # (4 windows, 16, 16)
+    x = torch.randn(2 * 4, 16, 16)  # a batch of 2 images of 4 windows
+    expected = attention(x, mask)
+    real = F.scaled_dot_product_attention
+
+    def transposed_layout(*args, **kwargs):
+        return real(*args, **kwargs).transpose(1, 2).contiguous().transpose(1, 2)
+
+    monkeypatch.setattr(F, 'scaled_dot_product_attention', transposed_layout)
+    torch.testing.assert_close(attention(x, mask), expected, atol=1e-6, rtol=0)
+
+
+def test_masks_above_the_cache_limit_are_built_per_call_and_not_kept():
+    swin._cached_shift_mask.cache_clear()
+    side = int((swin.SHIFT_MASK_CACHE_BYTES / (4 * 16)) ** 0.5) // 4 * 4 + 4  # window 4, float32: just over
+    mask = official_shift_mask(side, side, 4, 2, torch.device('cpu'), torch.float32)
+    torch.testing.assert_close(mask, build_official_shift_mask(side, side, 4, 2, torch.device('cpu')))
+    assert swin._cached_shift_mask.cache_info().currsize == 0
+    official_shift_mask(16, 16, 4, 2, torch.device('cpu'), torch.float32)
+    assert swin._cached_shift_mask.cache_info().currsize == 1

@@ -60,7 +60,13 @@ def build_official_shift_mask(height: int, width: int, window_size: int, shift_s
     return torch.zeros(differ.shape, dtype=torch.float32, device=device).masked_fill(differ, MASK_VALUE)
 
 
-@functools.lru_cache(maxsize=16)  # masks are 256*H*W bytes each (device memory): keep a few sizes only
+SHIFT_MASK_CACHE_BYTES = 32 * 2**20
+"""Shift masks (H * W * window² elements each) up to this size are cached per size, device and dtype (8 at most:
+at most 256 MiB of device memory for the life of the process); larger ones, from big untiled inputs, are built on the
+device for each call and freed. The SwinIR pre-upsampler's masks follow the same rule."""
+
+
+@functools.lru_cache(maxsize=8)
 def _cached_shift_mask(height: int, width: int, window_size: int, shift_size: int, device: torch.device,
                        dtype: torch.dtype) -> Tensor:
     return build_official_shift_mask(height, width, window_size, shift_size, device).to(dtype)
@@ -68,12 +74,15 @@ def _cached_shift_mask(height: int, width: int, window_size: int, shift_size: in
 
 def official_shift_mask(height: int, width: int, window_size: int, shift_size: int, device: torch.device,
                         dtype: torch.dtype) -> Tensor:
-    """:func:`build_official_shift_mask` on ``device`` in ``dtype``, built once per combination and cached.
+    """:func:`build_official_shift_mask` on ``device`` in ``dtype``, built once per combination and cached (up to
+    :data:`SHIFT_MASK_CACHE_BYTES`).
 
     The cache means no host work and no host-to-device copy inside a sampling loop (and CUDA-graph capture works
     once the mask exists for the captured size). Under ``torch.compile`` the cache is traced through: the mask is
     then rebuilt inside the graph, but on ``device`` (no host tensors, no copy).
     """
+    if height * width * window_size**2 * torch.empty((), dtype=dtype).element_size() > SHIFT_MASK_CACHE_BYTES:
+        return build_official_shift_mask(height, width, window_size, shift_size, device).to(dtype)
     return _cached_shift_mask(height, width, window_size, shift_size, torch.device(device), dtype)
 
 
@@ -89,6 +98,36 @@ def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -
     c = windows.shape[-1]
     x = windows.view(-1, height // window_size, width // window_size, window_size, window_size, c)
     return x.permute(0, 5, 1, 3, 2, 4).reshape(-1, c, height, width)
+
+
+def attend_windows(q: Tensor, k: Tensor, v: Tensor, position_bias: Tensor, mask: Optional[Tensor] = None, *,
+                   scale: Optional[float] = None, dropout_p: float = 0.0) -> Tensor:
+    """Window self-attention through ``scaled_dot_product_attention`` with the relative-position bias (and shift mask)
+    as an additive float mask.
+
+    Args:
+        q, k, v: (B * nW, heads, N, d), windows of one image consecutive (as :func:`window_partition` orders them).
+        position_bias: (heads, N, N).
+        mask: (nW, N, N) additive shift mask, or None. With a mask the windows are folded into the heads, so that one
+            (1, nW * heads, N, N) mask serves the whole batch (no per-image copy of it).
+        scale, dropout_p: as ``scaled_dot_product_attention`` (None: 1 / sqrt(d)).
+
+    Returns:
+        (B * nW, N, heads * d).
+    """
+    bn, heads, n, d = q.shape
+    if mask is None:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=position_bias.unsqueeze(0).to(q.dtype), scale=scale,
+                                             dropout_p=dropout_p)
+        return out.transpose(1, 2).reshape(bn, n, heads * d)
+    n_windows = mask.shape[0]
+    bias = (position_bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(1, n_windows * heads, n, n).to(q.dtype)
+    fold = (bn // n_windows, n_windows * heads, n, d)
+    out = F.scaled_dot_product_attention(q.reshape(fold), k.reshape(fold), v.reshape(fold), attn_mask=bias,
+                                         scale=scale, dropout_p=dropout_p)
+    # (B, nW * heads, N, d) in whatever memory layout the kernel returns (CUDA's memory-efficient kernel gives a
+    # transposed one, which a .view cannot take once B > 1) -> (B * nW, N, heads * d)
+    return out.unflatten(1, (n_windows, heads)).transpose(2, 3).reshape(bn, n, heads * d)
 
 
 class WindowAttention(nn.Module):
@@ -118,16 +157,7 @@ class WindowAttention(nn.Module):
         bn, n, c = x.shape
         heads = self.num_heads
         q, k, v = self.qkv(x).view(bn, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (bn, h, N, d)
-        bias = self.position_bias()
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0).to(q.dtype))
-        else:
-            n_windows = mask.shape[0]
-            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(1, n_windows * heads, n, n).to(q.dtype)
-            fold = (bn // n_windows, n_windows * heads, n, c // heads)  # windows folded into heads: a 4-D mask
-            out = F.scaled_dot_product_attention(q.reshape(fold), k.reshape(fold), v.reshape(fold), attn_mask=bias)
-            out = out.view(bn, heads, n, c // heads)
-        return self.proj(out.transpose(1, 2).reshape(bn, n, c))
+        return self.proj(attend_windows(q, k, v, self.position_bias(), mask))
 
 
 class ConvMlp(nn.Module):

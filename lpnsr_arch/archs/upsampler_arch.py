@@ -22,15 +22,12 @@ from basicsr.archs.swinir_arch import (BasicLayer, SwinIR, SwinTransformerBlock,
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
+from lpnsr_arch.archs.swin import SHIFT_MASK_CACHE_BYTES, attend_windows
+
 
 def bicubic_upscale(x: Tensor, scale: int) -> Tensor:
     """Bicubic interpolation by ``scale`` with ``align_corners=False`` (the official up-sampling), not clamped."""
     return F.interpolate(x, scale_factor=scale, mode='bicubic', align_corners=False)
-
-
-SWINIR_MASK_CACHE_BYTES = 32 * 2**20
-"""Shift masks up to this size are cached (8 at most: a 256-px LR tile's is 16 MiB at window 8); larger ones, from
-big untiled inputs, are built on the device for each call and freed, as BasicSR does."""
 
 
 def build_swinir_shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
@@ -48,9 +45,10 @@ _cached_swinir_shift_mask = functools.lru_cache(maxsize=8)(build_swinir_shift_ma
 
 
 def swinir_shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
-    """:func:`build_swinir_shift_mask`, cached per size and device up to :data:`SWINIR_MASK_CACHE_BYTES` (BasicSR
+    """:func:`build_swinir_shift_mask`, cached per size and device up to
+    :data:`~lpnsr_arch.archs.swin.SHIFT_MASK_CACHE_BYTES` (a 256-px LR tile's is 16 MiB at window 8; BasicSR
     rebuilds it on the host for every block and every call at any size but the construction size)."""
-    if height * width * window * window * 4 > SWINIR_MASK_CACHE_BYTES:
+    if height * width * window * window * 4 > SHIFT_MASK_CACHE_BYTES:
         return build_swinir_shift_mask(height, width, window, shift, device)
     return _cached_swinir_shift_mask(height, width, window, shift, device)
 
@@ -65,14 +63,9 @@ class SwinIRWindowAttention(WindowAttention):
         heads = self.num_heads
         q, k, v = self.qkv(x).view(windows, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, heads)
-        bias = bias.permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
-        if mask is not None:  # (nW, heads, N, N), repeated over the batch (a view when B = 1)
-            per_window = bias + mask.unsqueeze(1)
-            bias = per_window.unsqueeze(0).expand(windows // mask.shape[0], *per_window.shape).reshape(
-                windows, heads, n, n)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
-                                             dropout_p=self.attn_drop.p if self.training else 0.0)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(windows, n, c)))
+        out = attend_windows(q, k, v, bias.permute(2, 0, 1), mask, scale=self.scale,
+                             dropout_p=self.attn_drop.p if self.training else 0.0)
+        return self.proj_drop(self.proj(out))
 
 
 class SwinIRLayer(BasicLayer):

@@ -402,6 +402,9 @@ def report(table: Table, out_dir: Optional[Path], stem: str, meta: Optional[Mapp
     if out_dir is None:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
+    replaced = [path.name for path in (out_dir / f'{stem}.csv', out_dir / f'{stem}.json') if path.exists()]
+    if replaced:
+        logger.warning(f'replacing {" and ".join(replaced)} in {out_dir} (an earlier run\'s results)')
     with (out_dir / f'{stem}.csv').open('w', newline='', encoding='utf-8') as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()

@@ -60,12 +60,23 @@ def _centre_crop(height: int, width: int) -> Crop:
     return (width - size) // 2, (height - size) // 2, size
 
 
+def fit_label(label: str, width: int) -> str:
+    """``label`` in at most ``width`` characters: its middle is elided (``~``) so that the end (a seed such as
+    `` s1``) stays readable."""
+    if len(label) <= width:
+        return label
+    if width < 6:
+        return label[-width:]
+    tail = (width - 1) // 2
+    return label[:width - 1 - tail] + '~' + label[len(label) - tail:]
+
+
 def _labelled(tile01: Tensor, label: str) -> np.ndarray:
     """(1, 3, h, w) in [0, 1] -> (h + label band, w, 3) uint8 RGB with ``label`` written above."""
     image = np.round(tile01[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
     band = np.full((LABEL_HEIGHT, image.shape[1], 3), 255, dtype=np.uint8)
-    cv2.putText(band, label[:max(1, image.shape[1] // 7)], (2, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(band, fit_label(label, max(1, image.shape[1] // 7)), (2, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX,
+                0.4, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([band, image], axis=0)
 
 
@@ -112,6 +123,12 @@ def load_inputs(lq_paths: Sequence[Path], gt_paths: Optional[Sequence[Path]], cr
     if gt_paths is not None and len(gt_paths) != len(lq_paths):
         raise ValueError(f'--gt given {len(gt_paths)} times for {len(lq_paths)} --lq images (one GT per LR image)')
     crops = [parse_crop(text) for text in crop_texts] if crop_texts else None
+    stems: dict = {}
+    for lq_path in lq_paths:
+        if lq_path.stem in stems:
+            raise ValueError(f'--lq {stems[lq_path.stem]} and {lq_path} share the name {lq_path.stem!r}: their sheets '
+                             f'({lq_path.stem}_sheet.png) would overwrite each other; rename one')
+        stems[lq_path.stem] = lq_path
     inputs = []
     for index, lq_path in enumerate(lq_paths):
         lr01, _ = read_image(lq_path)

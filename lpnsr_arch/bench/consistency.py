@@ -4,7 +4,9 @@ For every LPNSR pipeline and noise kind, each image is super-resolved with ``--s
 (pipeline, noise, dataset), averaged over images:
 
 * ``pixel_std``: the per-pixel standard deviation across seeds (8-bit levels), averaged over pixels: how much the
-  output changes from run to run (LPNSR's claim: less than with Gaussian noise);
+  output changes from run to run (LPNSR's claim: less than with Gaussian noise). Every std here is the population
+  std over the N seeds (ddof 0): with few seeds it reads low (by sqrt((N-1)/N), 0.87 at N = 4) but the same for both
+  noise kinds, so compare rows made with the same ``--seeds``;
 * ``<metric>_mean`` / ``<metric>_std``: the mean and standard deviation across seeds of PSNR-Y, SSIM-Y (with GT)
   and NIQE (images of >= 96 px after the crop).
 
@@ -97,7 +99,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
     datasets = load_datasets(args.dataset, args.limit)
     specs = parse_methods(args.pipeline, option='--pipeline', kind='lpnsr')
     table = Table(title=f'consistency over {args.seeds} seeds ({args.precision}, {device})',
-                  notes=['pixel_std: per-pixel std across seeds in 8-bit levels, averaged over pixels and images'])
+                  notes=['pixel_std: per-pixel std across seeds in 8-bit levels (population std, ddof 0), '
+                         'averaged over pixels and images'])
     for spec in specs:
         pipeline, tile, tile_overlap = open_lpnsr(spec, device=device, tile=args.tile)
         for noise in args.noise:

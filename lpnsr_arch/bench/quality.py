@@ -37,7 +37,8 @@ def _mean(values: Sequence[float]) -> float:
 
 def score_images(method: Method, pairs, *, seed: int, crop_border: int) -> List[Dict[str, object]]:
     """One row per image: ``image``, ``psnr_y``/``ssim_y`` (NaN without a GT), ``niqe`` (NaN where undefined) and
-    ``seconds`` (the method's upscale plus the metrics)."""
+    ``seconds`` (reading the LR image, the method's upscale and the metrics; no warm-up: the first image of a method
+    also pays its one-time costs. ``bench.speed`` is the timing benchmark)."""
     rows: List[Dict[str, object]] = []
     for pair in pairs:
         started = time.perf_counter()

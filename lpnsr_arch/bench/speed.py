@@ -179,11 +179,13 @@ def peak_tflops(device: torch.device, override: float) -> Optional[float]:
 
 def run_case(pipeline: LPNSRPipeline, case: SpeedCase, paths: Sequence[SpeedPath], *, device: torch.device,
              warmup: int, repeats: int, peak: Optional[float], seed: int = 0) -> List[Dict[str, object]]:
-    """Rows for one case: every path, timed, with FLOPs, utilisation and the difference from the first path."""
+    """Rows for one case: every path, timed, with FLOPs, utilisation and the difference from the first path (the
+    reference: when it fails, the other rows carry no difference rather than one against another path)."""
     generator = torch.Generator().manual_seed(seed)
     lr01 = torch.rand((1, 3, case.lr_size, case.lr_size), generator=generator).to(device)
     tiles = 1 if case.tile is None else count_tiles(case.lr_size, case.lr_size, case.tile, case.tile_overlap)
     rows, reference, flops = [], None, None
+    reference_failed = False  # the first path that ran failed: no difference is reported
     for path in paths:
         if path.batch_all_tiles and tiles == 1:
             continue
@@ -195,23 +197,24 @@ def run_case(pipeline: LPNSRPipeline, case: SpeedCase, paths: Sequence[SpeedPath
                             tile_batch=tile_batch, precision=path.precision)
 
         with applied(pipeline, path):
-            if flops is None:
-                flops = count_flops(run)
             _reset_peak_memory(device)
             try:
+                if flops is None:
+                    flops = count_flops(run)
                 times, output = time_runs(run, device, warmup=warmup, repeats=repeats)
             except (RuntimeError, torch.OutOfMemoryError) as error:  # compile/OOM failures are reported, not fatal
                 logger.error(f'{case.name} {path.name}: {error}')
                 rows.append({'case': case.name, 'path': path.name, 'error': str(error).splitlines()[0]})
+                reference_failed = reference_failed or reference is None
                 continue
         median = statistics.median(times)
-        if reference is None:
+        if reference is None and not reference_failed:
             reference = output
         row = {
             'case': case.name, 'path': path.name, 'tiles': tiles, 'tile_batch': tile_batch, 'median_ms': median * 1e3,
             'min_ms': min(times) * 1e3, 'peak_mem_gib': _peak_memory_gib(device), 'gflop': flops / 1e9,
             'tflops_per_s': flops / median / 1e12, 'mfu_pct': (flops / median / 1e12 / peak * 100) if peak else None,
-            'max_abs_diff': float((output - reference).abs().max())
+            'max_abs_diff': None if reference_failed else float((output - reference).abs().max())
         }
         rows.append(row)
     return rows

@@ -99,6 +99,10 @@ class LPNSRRealESRGANDataset(RealESRGANDataset):
 
     def __init__(self, opt: dict) -> None:
         check_gt_source(opt)
+        for key in ('use_hflip', 'use_rot'):
+            if not isinstance(opt.get(key), bool):
+                raise KeyError(f"dataset '{opt.get('name')}': option {key} (true or false) is required, "
+                               f'got {opt.get(key)!r}')
         self.crop_pad_size = int(opt.get('crop_pad_size', DEFAULT_CROP_PAD_SIZE))
         if self.crop_pad_size < KERNEL_SIZE:
             raise ValueError(f"dataset '{opt.get('name')}': crop_pad_size must be >= {KERNEL_SIZE}, "
