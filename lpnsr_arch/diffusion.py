@@ -348,5 +348,9 @@ class ResShiftDiffusion:
         return self.scale_input(self.q_sample(x0, y, t, noise), t)
 
     def sample_timesteps(self, batch: int, device: torch.device, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Uniform integer timesteps in {0, ..., T-1}, (B,) int64 (ResShift's training distribution)."""
-        return torch.randint(0, self.num_timesteps, (batch, ), device=device, generator=generator)
+        """Uniform integer timesteps in {0, ..., T-1}, (B,) int64 on ``device`` (ResShift's training distribution).
+        A ``generator`` draws on its own device (a CPU generator can seed a GPU run)."""
+        if generator is None:
+            return torch.randint(0, self.num_timesteps, (batch, ), device=device)
+        drawn = torch.randint(0, self.num_timesteps, (batch, ), device=generator.device, generator=generator)
+        return drawn.to(device)

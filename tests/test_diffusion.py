@@ -147,3 +147,12 @@ def test_scale_input_takes_any_single_integer_step():
     expected = diffusion.scale_input(x, 2)
     for step in (np.int64(2), torch.tensor(2), torch.full((2,), 2, dtype=torch.int64)):
         torch.testing.assert_close(diffusion.scale_input(x, step), expected)
+
+
+def test_timesteps_from_a_generator_are_reproducible_and_uniform():
+    diffusion = ResShiftDiffusion(DiffusionConfig())
+    draw = [diffusion.sample_timesteps(4000, torch.device('cpu'), generator=torch.Generator().manual_seed(3))
+            for _ in range(2)]
+    assert torch.equal(draw[0], draw[1]) and draw[0].dtype == torch.int64
+    counts = torch.bincount(draw[0], minlength=4)
+    assert counts.numel() == 4 and int(counts.min()) > 900  # each of the 4 steps about 1000 times

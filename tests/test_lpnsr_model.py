@@ -244,6 +244,14 @@ def test_relative_checkpoints_fall_back_to_the_repository_as_in_inference(tmp_pa
         LPNSRModel(opt)
 
 
+def test_bf16_training_on_several_gpus_without_a_distributed_launch_is_refused(tmp_path):
+    """DataParallel's replica threads would enter autocast without the bf16 dtype (CUDA's default: fp16, unscaled)."""
+    opt = make_opt(tmp_path, with_d=False, amp='bf16')
+    opt['num_gpu'] = 2
+    with pytest.raises(ValueError, match='bf16 with num_gpu > 1 needs a distributed launch'):
+        LPNSRModel(opt)
+
+
 def test_a_checkpoint_that_does_not_fit_is_named_in_the_error(tmp_path):
     from lpnsr_arch.weights import CheckpointError, save_state_dict
     opt = make_opt(tmp_path, with_d=False)

@@ -172,6 +172,11 @@ class DiffusionSRModel(SRModel):
         if amp_name not in AMP_DTYPES:
             raise ValueError(f'train.amp must be one of {sorted(AMP_DTYPES)}, got {amp_name!r}')
         self.amp_dtype = AMP_DTYPES[amp_name]
+        if self.amp_dtype == torch.bfloat16 and not opt.get('dist') and int(opt.get('num_gpu') or 0) > 1:
+            # BasicSR would wrap the trained networks in DataParallel, whose replica threads enter autocast without
+            # the caller's dtype: they would run in fp16, unscaled
+            raise ValueError('train.amp: bf16 with num_gpu > 1 needs a distributed launch (torchrun ... --launcher '
+                             'pytorch; see the README): DataParallel replicas would run in fp16 without loss scaling')
         self.sampling_precision = 'fp32' if amp_name == 'none' else amp_name  # the pipeline's name for it
         self.val_seed = int((opt.get('val') or {}).get('seed', 12345))
 
