@@ -81,7 +81,8 @@ def test_quality_table(dataset, options_file, tmp_path):
     assert len(saved['rows']) == 2 and saved['rows'][0]['niqe'] is None
     assert (tmp_path / 'quality.csv').read_text().startswith('method,dataset')
     per_image = json.loads((tmp_path / 'quality_per_image.json').read_text())['rows']
-    assert [(row['method'], row['image']) for row in per_image] == [('bicubic', 'a_smallx4'), ('lpnsr-tiny', 'a_smallx4')]
+    assert [(row['method'], row['image']) for row in per_image] == [('bicubic', 'a_smallx4'),
+                                                                     ('lpnsr-tiny', 'a_smallx4')]
     assert per_image[0]['psnr_y'] == pytest.approx(bicubic['psnr_y'])
 
 
@@ -100,8 +101,29 @@ def test_consistency_separates_seeds(dataset, options_file, tmp_path):
                               str(tmp_path)])
     assert [row['noise'] for row in table.rows] == ['learned', 'gaussian']
     for row in table.rows:
-        assert row['pixel_std'] > 0 and row['psnr_y_std'] >= 0
+        assert row['pixel_std'] > 0 and row['psnr_y_std'] > 0  # two seeds gave two different images
     assert (tmp_path / 'consistency.csv').exists()
+
+
+def test_consistency_statistics_are_population_stds_over_the_seeds(dataset):
+    """Two seeds whose outputs are flat images 2 levels apart: pixel_std 1 level (ddof 0), and the PSNR std half
+    the two PSNRs' difference."""
+    import types
+    from lpnsr_arch.bench.common import psnr_ssim_y, read_gt, to_bgr255
+
+    def fake_pipeline(lr01, *, seed, **_):
+        return torch.full((1, 3, lr01.shape[-2] * 4, lr01.shape[-1] * 4), (100 + 2 * seed) / 255)
+
+    pair = types.SimpleNamespace(lq=dataset / 'lq' / 'a_smallx4.png', gt=dataset / 'gt' / 'a_small.png')
+    stats = consistency.image_consistency(fake_pipeline, pair, noise='learned', seeds=[0, 1], crop_border=4,
+                                          tile=None, precision='fp32', device=torch.device('cpu'))
+    assert stats['pixel_std'] == pytest.approx(1.0)
+    psnrs = []
+    for seed in (0, 1):
+        sr01 = fake_pipeline(torch.zeros(1, 3, 16, 16), seed=seed)
+        psnrs.append(psnr_ssim_y(to_bgr255(sr01), read_gt(pair.gt, sr01.shape), 4)[0])
+    assert stats['psnr_y_std'] == pytest.approx(abs(psnrs[0] - psnrs[1]) / 2)
+    assert stats['psnr_y_mean'] == pytest.approx(sum(psnrs) / 2)
 
 
 def test_speed_runs_the_reference_and_fast_paths(tmp_path):
@@ -152,7 +174,8 @@ def test_speed_training_rejects_an_hr_size_the_networks_cannot_take(caplog):
 
 
 def test_compare_sheet_writes_a_grid(dataset, options_file, tmp_path):
-    table = compare_sheet.main(['--lq', str(dataset / 'lq' / 'a_smallx4.png'), '--gt', str(dataset / 'gt' / 'a_small.png'),
+    table = compare_sheet.main(['--lq', str(dataset / 'lq' / 'a_smallx4.png'),
+                                '--gt', str(dataset / 'gt' / 'a_small.png'),
                                 '--method', f'lpnsr:{options_file}', '--crop', '0,0,8', '--crop', '4,4,8',
                                 '--device', 'cpu', '--out', str(tmp_path)])
     row = table.rows[0]

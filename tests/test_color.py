@@ -27,6 +27,10 @@ def test_decomposition_sums_back_and_a_constant_has_no_high_frequencies():
     image = torch.rand(2, 3, 33, 48)
     high, low = wavelet_decomposition(image, levels=5)
     torch.testing.assert_close(high + low, image, atol=1e-5, rtol=0)
+    expected_low = image[0].double().numpy()  # the low band: five blurs at dilations 1, 2, 4, 8, 16 (spec)
+    for dilation in (1, 2, 4, 8, 16):
+        expected_low = _numpy_blur(expected_low, dilation)
+    np.testing.assert_allclose(low[0].numpy(), expected_low, atol=1e-5)
     flat_high, flat_low = wavelet_decomposition(torch.full((1, 3, 20, 20), 0.3), levels=5)
     assert flat_high.abs().max() < 1e-6
     torch.testing.assert_close(flat_low, torch.full_like(flat_low, 0.3))

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from lpnsr_arch import conformance
 from lpnsr_arch.weights import CheckpointError
-from tests.conftest import SMALL_DIFFUSION, TINY_UNET, TINY_VQ
+from conftest import SMALL_DIFFUSION, TINY_UNET, TINY_VQ
 
 OFFICIAL = 'conformance/lpnsr_small_a.safetensors'
 

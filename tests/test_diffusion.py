@@ -73,31 +73,43 @@ def test_residual_prediction_type_maps_the_output_to_x0():
     out = d.sample(y, torch.zeros(2, 3, 8, 8), lambda x, t, lq: y - x0, GaussianNoise(NormalDraws.seeded(0)),
                    torch.randn_like(y))
     assert torch.allclose(out, x0, atol=1e-6)
-    zero = d.sample(y, torch.zeros(2, 3, 8, 8), lambda x, t, lq: torch.zeros_like(x), GaussianNoise(), torch.randn_like(y))
+    zero = d.sample(y, torch.zeros(2, 3, 8, 8), lambda x, t, lq: torch.zeros_like(x), GaussianNoise(),
+                    torch.randn_like(y))
     assert torch.equal(zero, y)  # a zero output is the pre-upsampled image itself
     assert torch.equal(ResShiftDiffusion().x0_from_output(x0, y), x0)  # the default (official) type: x0 itself
     with pytest.raises(ValueError, match='predict_type'):
         ResShiftDiffusion(DiffusionConfig(predict_type='epsilon'))
 
 
-def test_reverse_step_uses_the_noise_source_and_posterior():
+def test_reverse_chain_replays_the_spec_schedule_step_by_step():
+    """The whole 4-step chain against a replay with the spec's numbers (not the code's tables): prior
+    y + kappa sqrt_eta_3 d0, denoiser input x / input_divisor_t, x_{t-1} = coef1 x_t + coef2 x0 + std_t noise_t, and
+    x0 itself at t = 0. The denoiser depends on its input, so every coefficient matters."""
     d = ResShiftDiffusion()
-    x0, y = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
-    seen = []
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randn(1, 3, 4, 4, generator=generator)
+    prior = torch.randn(1, 3, 4, 4, generator=generator)
+    step_noise = {t: torch.randn(1, 3, 4, 4, generator=generator) for t in (3, 2, 1)}
+    seen, states = [], []
 
     def source(x_t, pred_x0, lq, t):
         seen.append(t)
-        return torch.full_like(x_t, 2.0)
+        return step_noise[t]
 
-    prior = torch.zeros_like(y)
-    out = d.sample(y, y, lambda x, t, lq: x0, source, prior)
+    out = d.sample(y, y, lambda x, t, lq: 0.5 * x + 0.1 * lq, source, prior,
+                   callback=lambda state: states.append(state['x_t']))
     assert seen == [3, 2, 1]
-    # replay by hand: x3 = y; x_{t-1} = coef1 x_t + coef2 x0 + std_t * 2
-    x = 1.0
-    for t in (3, 2, 1):
-        x = d.posterior_mean_coef1[t] * x + d.posterior_std[t] * 2.0
-    assert out.equal(x0)  # the last step returns the x0 prediction
-    assert x != 0
+    c1, c2 = SPEC_TABLE['posterior_mean_coef1'], SPEC_TABLE['posterior_mean_coef2']
+    divisor, std = SPEC_TABLE['input_divisor'], [0, 0.1962683322, 0.7596832965, 0.9732917907]
+    x = y + 2.0 * 0.99 * prior
+    expected = []
+    for t in (3, 2, 1, 0):
+        pred = 0.5 * (x / divisor[t]) + 0.1 * y
+        x = c1[t] * x + c2[t] * pred + std[t] * step_noise[t] if t > 0 else pred
+        expected.append(x)
+    for t, (state, replay) in enumerate(zip(states, expected)):
+        torch.testing.assert_close(state, replay, atol=1e-6, rtol=1e-6, msg=f'x after step {3 - t}')
+    torch.testing.assert_close(out, expected[-1], atol=1e-6, rtol=1e-6)
 
 
 class _ConstantPredictor(torch.nn.Module):

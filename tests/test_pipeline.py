@@ -126,8 +126,8 @@ def test_bf16_is_close_to_fp32(pipeline):
     fp32 = pipeline(lr, seed=1)
     bf16 = pipeline(lr, seed=1, precision='bf16')
     assert bf16.dtype == torch.float32
-    assert (bf16 - fp32).abs().mean() < 0.01
-    assert (bf16 - fp32).abs().max() < 0.1
+    assert (bf16 - fp32).abs().mean() < 0.005  # measured here: 0.0021 mean, 0.013 max
+    assert (bf16 - fp32).abs().max() < 0.03
 
 
 def test_bad_calls_are_refused(pipeline):
@@ -234,8 +234,11 @@ def test_from_options_loads_the_named_checkpoints(pipeline, tmp_path, monkeypatc
 def test_channels_last_path_matches_the_reference(pipeline):
     lr = _lr(16, 16, seed=2)
     reference = pipeline(lr, seed=1, tile=0)
-    fast = pipeline.accelerate(channels_last=True)(lr.contiguous(memory_format=torch.channels_last), seed=1, tile=0)
-    pipeline.to(memory_format=torch.contiguous_format)
+    try:
+        fast = pipeline.accelerate(channels_last=True)(lr.contiguous(memory_format=torch.channels_last), seed=1,
+                                                       tile=0)
+    finally:  # the module-scoped pipeline is shared with later tests
+        pipeline.to(memory_format=torch.contiguous_format)
     torch.testing.assert_close(fast, reference, rtol=0, atol=1e-4)
 
 

@@ -108,8 +108,11 @@ def test_warmup_cosine_scheduler_follows_formula():
 def test_optimize_parameters_updates_only_the_denoiser(tmp_path):
     model = ResShiftModel(make_opt(tmp_path))
     before = [p.detach().clone() for p in model.net_g.parameters()]
+    ema_before = [p.detach().clone() for p in model.net_g_ema.parameters()]
     model.feed_data(fixed_batch())
     model.optimize_parameters(1)
+    for old, ema, new in zip(ema_before, model.net_g_ema.parameters(), model.net_g.parameters()):  # decay 0.9
+        torch.testing.assert_close(ema, 0.9 * old + 0.1 * new, atol=1e-7, rtol=0)
     assert set(model.log_dict) == {'l_mse'}
     assert np.isfinite(model.log_dict['l_mse']) and model.log_dict['l_mse'] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, model.net_g.parameters()))
@@ -160,16 +163,23 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
             t = torch.full((lq.shape[0], ), 2)
             return {'l_mse': (model.net_g(x0, t, lq=lq * 2 - 1) - x0).pow(2).mean()}
 
-        terms = model.accumulate_gradients((batch['lq'], batch['gt']), loss_fn, model.grad_scalers['g'], 1)
-        assert terms is not None
+        seen = []
+        counted = lambda lq, gt, loss_fn=loss_fn: seen.append(lq.shape[0]) or loss_fn(lq, gt)  # noqa: E731
+        terms = model.accumulate_gradients((batch['lq'], batch['gt']), counted, model.grad_scalers['g'], 1)
+        assert terms is not None and seen == [4 // accum] * accum  # really split into micro-batches
         grads.append(torch.cat([p.grad.flatten() for p in model.net_g.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
-def test_amp_bf16_and_grad_clip_run(tmp_path):
+def test_amp_bf16_and_grad_clip_run(tmp_path, monkeypatch):
     model = ResShiftModel(make_opt(tmp_path, amp='bf16', grad_clip=0.01))
+    clipped = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, 'clip_grad_norm_',
+                        lambda params, max_norm, **kw: clipped.append(max_norm) or real_clip(params, max_norm, **kw))
     model.feed_data(fixed_batch())
     model.optimize_parameters(1)
+    assert clipped == [0.01]
     assert np.isfinite(model.log_dict['l_mse'])
     assert all(torch.isfinite(p).all() for p in model.net_g.parameters())
 
