@@ -14,6 +14,7 @@ Everything runs offline on the CPU (or a GPU when present).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import time
@@ -37,6 +38,14 @@ RRDBNET_OPTIONS = 'options/demo/test_rrdbnet_upsampler_demo.yml'
 DEGRADATION_RECIPE = 'options/demo_model/01_upsampler_rrdbnet.yml'
 WEIGHTS = ('weights/demo/upsampler_rrdbnet.safetensors', 'weights/demo/denoiser_resshift.safetensors',
            'weights/demo/noise_predictor_lpnsr.safetensors')
+
+
+def check_photo_names(names: Sequence[str]) -> None:
+    """``ValueError`` naming a name that ``skimage.data`` does not have."""
+    import skimage.data
+    unknown = [name for name in names if not callable(getattr(skimage.data, name, None))]
+    if unknown:
+        raise ValueError(f'--images: skimage.data has no image {unknown}')
 
 
 def write_sample_photos(out: Path, names: Sequence[str]) -> List[Path]:
@@ -69,14 +78,27 @@ DEMO_OUTPUTS = ('hr', 'pairs', 'sr', 'sheets', 'quality.csv', 'quality.json', 'q
 DEMO_MARKER = '.lpnsr_demo'
 
 
+def _is_demo_folder(out: Path) -> bool:
+    """``out`` was written by this demo: it holds the marker file, or (a demo folder from before the marker) a
+    ``quality.json`` whose dataset is the demo's own ``skimage_demo`` pairs in ``out``."""
+    if (out / DEMO_MARKER).is_file():
+        return True
+    try:
+        meta = json.loads((out / 'quality.json').read_text(encoding='utf-8')).get('meta') or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    expected = f"skimage_demo={out / 'pairs' / 'gt'},{out / 'pairs' / 'lq'}"
+    return meta.get('dataset') == [expected]
+
+
 def clear_previous_run(out: Path) -> None:
     """Remove the outputs of an earlier demo run in ``out`` (its images would otherwise join this run's table).
-    ``out`` must be new, empty, or a demo output folder (it holds the marker file or the demo's ``quality.csv``);
-    another non-empty folder is refused with a ``FileExistsError`` and left untouched."""
+    ``out`` must be new, empty, or a folder this demo wrote (:func:`_is_demo_folder`); another non-empty folder is
+    refused with a ``FileExistsError`` and left untouched. Only the demo's own outputs are removed."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f'--out {out} is a file, not a folder')
     if out.is_dir() and any(out.iterdir()):
-        if not ((out / DEMO_MARKER).is_file() or (out / 'quality.csv').is_file()):
+        if not _is_demo_folder(out):
             raise FileExistsError(f'--out {out} is not empty and holds no earlier demo results; choose a new folder')
         for name in DEMO_OUTPUTS:
             path = out / name
@@ -90,6 +112,7 @@ def clear_previous_run(out: Path) -> None:
 
 def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> None:
     check_weights(REPO_ROOT)
+    check_photo_names(images)  # before anything in --out is replaced
     start = time.perf_counter()
     clear_previous_run(out)
     write_sample_photos(out / 'hr', images)
@@ -120,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    with user_errors(logger, '', (FileExistsError, NotADirectoryError)):  # an --out that is not the demo's
+    with user_errors(logger, '', (FileExistsError, NotADirectoryError, ValueError)):  # --out, --images
         run_demo(out=args.out, images=args.images, seed=args.seed, device=args.device)
 
 

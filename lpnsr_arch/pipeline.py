@@ -21,6 +21,7 @@ import copy
 import difflib
 import logging
 import math
+import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -211,12 +212,15 @@ class InferenceDefaults:
         for key, choices in (('pad_mode', PAD_MODES), ('noise', NOISE_KINDS), ('color_fix', COLOR_FIXES)):
             if getattr(self, key) not in choices:
                 problems.append(f'{key} must be one of {list(choices)}, got {getattr(self, key)!r}')
-        for key, low in (('scale', 1), ('tile_overlap', 0), ('tile_batch', 1), ('seed', 0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                problems.append(f'{key} must be an integer >= {low}, got {value!r}')
-        if self.tile is not None and (isinstance(self.tile, bool) or not isinstance(self.tile, int) or self.tile < 0):
-            problems.append(f'tile must be an integer >= 0 (0 or ~: no tiling), got {self.tile!r}')
+        for key, low in (('scale', 1), ('tile_overlap', 0), ('tile_batch', 1), ('seed', 0), ('tile', 0)):
+            if key == 'tile' and self.tile is None:
+                continue  # ~: no tiling
+            try:
+                object.__setattr__(self, key, _integer(getattr(self, key), key, low))  # numpy ints become ints
+            except ValueError as error:
+                problems.append(str(error))
+        if not problems and self.tile and self.tile_overlap >= self.tile:
+            problems.append(f'tile_overlap must be smaller than tile ({self.tile}), got {self.tile_overlap}')
         if problems:
             raise ValueError('inference options: ' + '; '.join(problems))
 
@@ -377,13 +381,8 @@ class LPNSRPipeline(nn.Module):
 
     def noise_source(self, noise: str, draws: Callable[[Tensor], Tensor], noise_mode: str = 'sample'):
         """The noise of the intermediate reverse steps: ``'learned'`` (LPNSR) or ``'gaussian'`` (ResShift)."""
-        if noise not in NOISE_KINDS:
-            raise ValueError(f'noise must be one of {NOISE_KINDS}, got {noise!r}')
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f'noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}')
+        _check_noise_args(noise, noise_mode)
         if noise == 'gaussian':
-            if noise_mode != 'sample':
-                raise ValueError(f"noise_mode={noise_mode!r} needs noise='learned' (Gaussian noise has no mean mode)")
             return GaussianNoise(draws)
         if self.noise_predictor is None:
             raise ValueError("noise='learned' needs a noise predictor; this pipeline has none (use noise='gaussian')")
@@ -500,13 +499,10 @@ class LPNSRPipeline(nn.Module):
         tile, tile_overlap = self.resolve_tiling(tile, tile_overlap)
         tile_batch = d.tile_batch if tile_batch is None else tile_batch
         pad_mode = d.pad_mode if pad_mode is None else pad_mode
-        _check_choices(noise=(noise, NOISE_KINDS), noise_mode=(noise_mode, NOISE_MODES),
-                       color_fix=(color_fix, COLOR_FIXES), precision=(precision, tuple(PRECISIONS)),
+        _check_noise_args(noise, noise_mode)
+        _check_choices(color_fix=(color_fix, COLOR_FIXES), precision=(precision, tuple(PRECISIONS)),
                        upsampler_precision=(upsampler_precision, tuple(PRECISIONS)), pad_mode=(pad_mode, PAD_MODES))
-        if noise == 'gaussian' and noise_mode != 'sample':
-            raise ValueError(f"noise_mode={noise_mode!r} needs noise='learned' (Gaussian noise has no mean mode)")
-        if isinstance(tile_batch, bool) or not isinstance(tile_batch, int) or tile_batch < 1:
-            raise ValueError(f'tile_batch must be an integer >= 1, got {tile_batch!r}')
+        tile_batch = _integer(tile_batch, 'tile_batch', 1)
         self._check_lr01(lr01)
         height, width = lr01.shape[-2:]
         padded01, _ = pad_lr(lr01.float(), self.lr_multiple, pad_mode)
@@ -562,12 +558,12 @@ class LPNSRPipeline(nn.Module):
         None; a ``tile`` given without an overlap keeps the default overlap only when it is smaller than the tile,
         else takes a quarter of the tile (the official 256/128 becomes e.g. 128/32). Raises ``ValueError`` for a tile
         the networks cannot take."""
-        if tile is None:
-            tile = self.defaults.tile or 0
-        if tile_overlap is None:
-            tile_overlap = self.defaults.tile_overlap if self.defaults.tile_overlap < tile else tile // 4
-        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0:
-            raise ValueError(f'tile must be an integer >= 0 (0: no tiling), got {tile!r}')
+        if tile is None:  # the defaults are a checked pair (InferenceDefaults)
+            tile, default_overlap = self.defaults.tile or 0, self.defaults.tile_overlap
+        else:
+            tile = _integer(tile, 'tile', 0)
+            default_overlap = self.defaults.tile_overlap if self.defaults.tile_overlap < tile else tile // 4
+        tile_overlap = default_overlap if tile_overlap is None else _integer(tile_overlap, 'tile_overlap', 0)
         if tile:
             self.check_tile(tile, tile_overlap)
         return tile, tile_overlap
@@ -584,6 +580,23 @@ class LPNSRPipeline(nn.Module):
 PIPELINE_NETWORKS = ('upsampler', 'ae', 'unet', 'noise')
 PIPELINE_BLOCKS = tuple(f'network_{name}' for name in PIPELINE_NETWORKS) + ('path', 'diffusion', 'inference')
 PER_NETWORK_PATH_KEYS = ('pretrain_network_', 'param_key_', 'strict_load_')
+
+
+def _integer(value: object, name: str, low: int) -> int:
+    """``value`` as an ``int`` when it is an integer (Python, numpy or 0-d tensor; not a bool) of at least ``low``,
+    else ``ValueError`` naming ``name``."""
+    if isinstance(value, Tensor) and value.dim() == 0 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
+    return int(value)
+
+
+def _check_noise_args(noise: str, noise_mode: str) -> None:
+    """``noise`` and ``noise_mode`` are known, and the mean mode is asked of the learned noise only."""
+    _check_choices(noise=(noise, NOISE_KINDS), noise_mode=(noise_mode, NOISE_MODES))
+    if noise == 'gaussian' and noise_mode != 'sample':
+        raise ValueError(f"noise_mode={noise_mode!r} needs noise='learned' (Gaussian noise has no mean mode)")
 
 
 def _check_choices(**named: Tuple[object, Sequence[object]]) -> None:

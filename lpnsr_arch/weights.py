@@ -71,7 +71,12 @@ def resolve_checkpoint(key: str, value: Union[str, os.PathLike]) -> Path:
         return checkpoint
     if not checkpoint.is_absolute() and (REPO_ROOT / checkpoint).is_file():
         return REPO_ROOT / checkpoint
-    where = '' if checkpoint.is_absolute() else f' (looked in the current folder {Path.cwd()} and in {REPO_ROOT})'
+    if checkpoint.is_absolute():
+        where = ''
+    elif Path.cwd().resolve() == REPO_ROOT.resolve():
+        where = f' (looked in the current folder, the repository {REPO_ROOT})'
+    else:
+        where = f' (looked in the current folder {Path.cwd()} and in the repository {REPO_ROOT})'
     raise FileNotFoundError(f'options: path.{key} = {value} does not exist{where}')
 
 
@@ -139,7 +144,7 @@ def load_checkpoint_params(path: Union[str, os.PathLike], param_key: str) -> Sta
         logger.info(f'{path}: no params_ema entry; loading params')
         param_key = 'params'
     has_entry = isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(param_key), Mapping)
-    if not has_entry and isinstance(checkpoint, Mapping) and any(
+    if param_key != 'auto' and not has_entry and isinstance(checkpoint, Mapping) and any(
             isinstance(checkpoint.get(key), Mapping) for key in ('params', 'params_ema')):
         entries = sorted(str(key) for key, value in checkpoint.items() if isinstance(value, Mapping))
         raise CheckpointError(f'{path}: has no entry {param_key!r} (param_key); its weight entries are {entries}')

@@ -126,7 +126,15 @@ def test_gan_baseline_targets_follow_the_usm_flags_as_real_esrgan(tmp_path: Path
 
 
 def test_gan_baseline_flags_can_sharpen_the_real_images_or_nothing(tmp_path: Path) -> None:
+    from basicsr.utils import USMSharp
     with pytest.raises(ValueError, match='gan_gt_usm must be true or false'):
         built_gan_baseline(tmp_path / 'a', gan_gt_usm='yes')
-    model = built_gan_baseline(tmp_path / 'b', gt_usm=False)
-    assert model.usm_sharpener is None
+    for options, sharpened_real in (({'gan_gt_usm': True}, True), ({'gt_usm': False}, False)):
+        model = built_gan_baseline(tmp_path / str(len(options)) / next(iter(options)), **options)
+        assert (model.usm_sharpener is None) == (not options.get('gt_usm', True))
+        model.feed_data({'lq': torch.rand(2, 3, 16, 16), 'gt': torch.rand(2, 3, 64, 64)})  # a paired batch
+        inputs = []
+        model.net_d.register_forward_pre_hook(lambda module, args: inputs.append(args[0].detach().clone()))
+        model.optimize_parameters(1)
+        expected = USMSharp()(model.gt) if sharpened_real else model.gt
+        torch.testing.assert_close(inputs[1], expected, atol=1e-6, rtol=0)  # D's real images

@@ -1,6 +1,8 @@
 """`make demo` pieces: the sample photos, the weights check, and the export of trained stages to safetensors."""
 from __future__ import annotations
 
+import json
+
 import cv2
 import pytest
 import torch
@@ -56,6 +58,8 @@ def test_a_rerun_replaces_the_earlier_demo_outputs_and_other_folders_are_refused
     (earlier / 'pairs' / 'lq').mkdir(parents=True)
     (earlier / 'pairs' / 'lq' / 'coffee.png').write_bytes(b'stale')  # would join the next run's table
     (earlier / 'quality.csv').write_text('old table')
+    (earlier / 'quality.json').write_text(json.dumps({'meta': {'dataset': [
+        f"skimage_demo={earlier / 'pairs' / 'gt'},{earlier / 'pairs' / 'lq'}"]}}))  # a demo run from before the marker
     (earlier / 'notes.txt').write_text('mine')
     clear_previous_run(earlier)
     assert sorted(p.name for p in earlier.iterdir()) == sorted([DEMO_MARKER, 'notes.txt'])
@@ -63,6 +67,9 @@ def test_a_rerun_replaces_the_earlier_demo_outputs_and_other_folders_are_refused
     other.mkdir()
     (other / 'hr').mkdir()
     (other / 'hr' / 'keep.png').write_bytes(b'user data')
+    with pytest.raises(FileExistsError, match='holds no earlier demo results'):
+        clear_previous_run(other)
+    (other / 'quality.csv').write_text('a bench.quality table')  # not enough to count as a demo folder
     with pytest.raises(FileExistsError, match='holds no earlier demo results'):
         clear_previous_run(other)
     assert (other / 'hr' / 'keep.png').read_bytes() == b'user data'

@@ -240,7 +240,8 @@ def test_relative_checkpoints_fall_back_to_the_repository_as_in_inference(tmp_pa
     torch.testing.assert_close(model.net_unet.state_dict()['time_embed.0.weight'], denoiser['time_embed.0.weight'])
     opt['path'].update(pretrain_network_unet='weights/nowhere.pth')
     with pytest.raises(FileNotFoundError, match=r'path.pretrain_network_unet = weights/nowhere.pth does not exist '
-                                                r'\(looked in the current folder .*elsewhere and in .*checkout\)'):
+                                                r'\(looked in the current folder .*elsewhere and in the repository '
+                                                r'.*checkout\)'):
         LPNSRModel(opt)
 
 

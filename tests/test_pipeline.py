@@ -319,3 +319,16 @@ def test_a_network_block_mistake_names_the_block():
     with pytest.raises(KeyError, match="network_unet.type 'LPNSRResShiftUnet' is not a registered network; did you "
                                        "mean 'LPNSRResShiftUNet'"):
         LPNSRPipeline.from_options(options)
+
+
+def test_numpy_integers_are_taken_and_a_default_overlap_must_fit_its_tile(pipeline):
+    defaults = InferenceDefaults(seed=np.int64(3), tile=np.int64(64), tile_overlap=np.int32(16))
+    assert (defaults.seed, defaults.tile, defaults.tile_overlap) == (3, 64, 16)
+    assert all(type(value) is int for value in (defaults.seed, defaults.tile, defaults.tile_overlap))
+    assert pipeline.resolve_tiling(np.int64(32), None) == (32, 16)
+    torch.testing.assert_close(pipeline(_lr(16, 16), seed=1, tile=np.int64(0), tile_batch=np.int64(2)),
+                               pipeline(_lr(16, 16), seed=1, tile=0), atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r'tile_overlap must be smaller than tile \(16\), got 16'):
+        InferenceDefaults(tile=16, tile_overlap=16)
+    with pytest.raises(ValueError, match="tile must be an integer >= 0, got '16'"):
+        pipeline.resolve_tiling('16', None)

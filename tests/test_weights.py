@@ -158,6 +158,7 @@ def test_training_loads_refuse_a_misspelt_param_key(tmp_path, unet, tiny_unet_kw
                                               r"\['params', 'params_ema'\]"):
         load_checkpoint_params(tmp_path / 'both.pth', 'parms')
     assert all(torch.equal(v, plain[k]) for k, v in load_checkpoint_params(tmp_path / 'both.pth', 'params').items())
+    assert all(torch.equal(v, ema[k]) for k, v in load_checkpoint_params(tmp_path / 'both.pth', 'auto').items())
     torch.save({'params': plain}, tmp_path / 'no_ema.pth')
     assert all(torch.equal(v, plain[k]) for k, v in load_checkpoint_params(tmp_path / 'no_ema.pth',
                                                                            'params_ema').items())

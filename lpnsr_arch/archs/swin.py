@@ -63,7 +63,8 @@ def build_official_shift_mask(height: int, width: int, window_size: int, shift_s
 SHIFT_MASK_CACHE_BYTES = 32 * 2**20
 """Shift masks (H * W * window² elements each) up to this size are cached per size, device and dtype (8 at most:
 at most 256 MiB of device memory for the life of the process); larger ones, from big untiled inputs, are built on the
-device for each call and freed. The SwinIR pre-upsampler's masks follow the same rule."""
+device for each call and freed. The SwinIR pre-upsampler's masks follow the same rule in a cache of their own (so
+both together hold at most 512 MiB)."""
 
 
 @functools.lru_cache(maxsize=8)
