@@ -51,13 +51,11 @@ def check_photo_names(names: Sequence[str]) -> None:
 def write_sample_photos(out: Path, names: Sequence[str]) -> List[Path]:
     """Save ``skimage.data.<name>()`` RGB photos as PNG files in ``out``."""
     import skimage.data
+    check_photo_names(names)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names:
-        loader = getattr(skimage.data, name, None)
-        if loader is None:
-            raise ValueError(f'skimage.data has no image {name!r}')
-        image = np.asarray(loader())
+        image = np.asarray(getattr(skimage.data, name)())
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f'skimage.data.{name} is not an RGB photo (shape {image.shape})')
         path = out / f'{name}.png'

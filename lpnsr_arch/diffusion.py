@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lpnsr_arch.messages import integer_at_least
+
 __all__ = [
     'DiffusionConfig', 'ResShiftDiffusion', 'exponential_sqrt_etas', 'NormalDraws', 'NoiseSource', 'GaussianNoise',
     'LearnedNoise', 'Denoiser'
@@ -76,9 +78,10 @@ class DiffusionConfig:
     def __post_init__(self) -> None:
         """Refuse values the schedule cannot use, naming the ``diffusion.<key>`` option (before any network runs)."""
         problems = []
-        if isinstance(self.num_timesteps, bool) or not isinstance(self.num_timesteps, (int, np.integer)) \
-                or self.num_timesteps < 2:
-            problems.append(f'num_timesteps must be an integer >= 2, got {self.num_timesteps!r}')
+        try:
+            object.__setattr__(self, 'num_timesteps', integer_at_least(self.num_timesteps, 'num_timesteps', 2))
+        except ValueError as error:
+            problems.append(str(error))
         for key, low_open, high in (('kappa', 0.0, None), ('min_noise_level', 0.0, None), ('etas_end', 0.0, 1.0),
                                     ('eta_power', 0.0, None)):
             value = getattr(self, key)

@@ -21,7 +21,6 @@ import copy
 import difflib
 import logging
 import math
-import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.color import adain_color_fix, wavelet_color_fix
 from lpnsr_arch.diffusion import DiffusionConfig, GaussianNoise, LearnedNoise, ResShiftDiffusion
+from lpnsr_arch.messages import integer_at_least
 from lpnsr_arch.tiling import Tile, process_tiled
 from lpnsr_arch.weights import REPO_ROOT, load_weights, resolve_checkpoint  # noqa: F401  (REPO_ROOT re-exported)
 
@@ -216,7 +216,7 @@ class InferenceDefaults:
             if key == 'tile' and self.tile is None:
                 continue  # ~: no tiling
             try:
-                object.__setattr__(self, key, _integer(getattr(self, key), key, low))  # numpy ints become ints
+                object.__setattr__(self, key, integer_at_least(getattr(self, key), key, low))  # numpy ints become ints
             except ValueError as error:
                 problems.append(str(error))
         if not problems and self.tile and self.tile_overlap >= self.tile:
@@ -502,7 +502,7 @@ class LPNSRPipeline(nn.Module):
         _check_noise_args(noise, noise_mode)
         _check_choices(color_fix=(color_fix, COLOR_FIXES), precision=(precision, tuple(PRECISIONS)),
                        upsampler_precision=(upsampler_precision, tuple(PRECISIONS)), pad_mode=(pad_mode, PAD_MODES))
-        tile_batch = _integer(tile_batch, 'tile_batch', 1)
+        tile_batch = integer_at_least(tile_batch, 'tile_batch', 1)
         self._check_lr01(lr01)
         height, width = lr01.shape[-2:]
         padded01, _ = pad_lr(lr01.float(), self.lr_multiple, pad_mode)
@@ -561,9 +561,9 @@ class LPNSRPipeline(nn.Module):
         if tile is None:  # the defaults are a checked pair (InferenceDefaults)
             tile, default_overlap = self.defaults.tile or 0, self.defaults.tile_overlap
         else:
-            tile = _integer(tile, 'tile', 0)
+            tile = integer_at_least(tile, 'tile', 0)
             default_overlap = self.defaults.tile_overlap if self.defaults.tile_overlap < tile else tile // 4
-        tile_overlap = default_overlap if tile_overlap is None else _integer(tile_overlap, 'tile_overlap', 0)
+        tile_overlap = default_overlap if tile_overlap is None else integer_at_least(tile_overlap, 'tile_overlap', 0)
         if tile:
             self.check_tile(tile, tile_overlap)
         return tile, tile_overlap
@@ -580,16 +580,6 @@ class LPNSRPipeline(nn.Module):
 PIPELINE_NETWORKS = ('upsampler', 'ae', 'unet', 'noise')
 PIPELINE_BLOCKS = tuple(f'network_{name}' for name in PIPELINE_NETWORKS) + ('path', 'diffusion', 'inference')
 PER_NETWORK_PATH_KEYS = ('pretrain_network_', 'param_key_', 'strict_load_')
-
-
-def _integer(value: object, name: str, low: int) -> int:
-    """``value`` as an ``int`` when it is an integer (Python, numpy or 0-d tensor; not a bool) of at least ``low``,
-    else ``ValueError`` naming ``name``."""
-    if isinstance(value, Tensor) and value.dim() == 0 and not value.is_floating_point():
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
-    return int(value)
 
 
 def _check_noise_args(noise: str, noise_mode: str) -> None:
@@ -632,9 +622,9 @@ def _build_and_load(name: str, block: Mapping, path_opt: Mapping) -> nn.Module:
     """Build ``network_<name>`` with BasicSR's ``build_network`` and load ``path.pretrain_network_<name>``."""
     if 'type' not in block:
         raise KeyError(f'options: network_{name} has no "type"')
-    known = sorted(name for name, _ in ARCH_REGISTRY)
-    if block['type'] not in known:  # BasicSR would first print a misleading "use name: <type>_basicsr" line
-        close = difflib.get_close_matches(str(block['type']), known, n=1, cutoff=0.6)
+    registered = sorted(arch_name for arch_name, _ in ARCH_REGISTRY)
+    if block['type'] not in registered:  # BasicSR would first print a misleading "use name: <type>_basicsr" line
+        close = difflib.get_close_matches(str(block['type']), registered, n=1, cutoff=0.6)
         hint = f'; did you mean {close[0]!r}?' if close else ''
         raise KeyError(f'options: network_{name}.type {block["type"]!r} is not a registered network{hint}')
     try:
