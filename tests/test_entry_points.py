@@ -126,3 +126,16 @@ def test_extract_subimages_and_make_lmdb(tmp_path: Path) -> None:
             make_lmdb.main(['--input', str(tmp_path / 'sub'), '--output', output])
     with open(os.path.join(lmdb_path, 'meta_info.txt')) as meta:
         assert len(meta.readlines()) == 18  # the existing LMDB is left as it was
+
+
+def test_a_training_option_mistake_is_refused_before_the_experiment_folder_is_made(tmp_path: Path) -> None:
+    """BasicSR makes (and archives an earlier) experiment folder before the model checks its options: the diffusion
+    models' checks now run first."""
+    from lpnsr_arch import train
+    recipe = yaml.safe_load((REPO_ROOT / 'options' / 'demo' / 'train_lpnsr_demo.yml').read_text())
+    recipe['train']['total_iterr'] = recipe['train'].pop('total_iter')
+    path = tmp_path / 'typo.yml'
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(KeyError, match=r"unknown option\(s\) \['train.total_iterr'\] for LPNSRModel"):
+        train.main(['-opt', str(path)], root_path=str(tmp_path))
+    assert not (tmp_path / 'experiments').exists()

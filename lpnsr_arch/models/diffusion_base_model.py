@@ -164,19 +164,10 @@ class DiffusionSRModel(SRModel):
     def __init__(self, opt: Dict):
         BaseModel.__init__(self, opt)
         self.logger = get_root_logger()
-        self._check_option_keys(opt)
+        config, amp_name = self.check_options(opt)
         self.scale = int(opt.get('scale', 4))
-        self.diffusion = ResShiftDiffusion(DiffusionConfig.from_dict(opt.get('diffusion')))
-        train_opt = opt.get('train') or {}
-        amp_name = str(train_opt.get('amp', 'none')).lower()
-        if amp_name not in AMP_DTYPES:
-            raise ValueError(f'train.amp must be one of {sorted(AMP_DTYPES)}, got {amp_name!r}')
+        self.diffusion = ResShiftDiffusion(config)
         self.amp_dtype = AMP_DTYPES[amp_name]
-        if self.amp_dtype == torch.bfloat16 and not opt.get('dist') and int(opt.get('num_gpu') or 0) > 1:
-            # BasicSR would wrap the trained networks in DataParallel, whose replica threads enter autocast without
-            # the caller's dtype: they would run in fp16, unscaled
-            raise ValueError('train.amp: bf16 with num_gpu > 1 needs a distributed launch (torchrun ... --launcher '
-                             'pytorch; see the README): DataParallel replicas would run in fp16 without loss scaling')
         self.sampling_precision = 'fp32' if amp_name == 'none' else amp_name  # the pipeline's name for it
         self.val_seed = int((opt.get('val') or {}).get('seed', 12345))
 
@@ -191,27 +182,45 @@ class DiffusionSRModel(SRModel):
             self.init_training_settings()
 
     # ------------------------------------------------------------------------------------------ options
-    def _check_option_keys(self, opt: Dict) -> None:
+    @classmethod
+    def check_options(cls, opt: Mapping) -> Tuple[DiffusionConfig, str]:
+        """Every check of the options that needs no network, data or device (``lpnsr_arch/train.py`` runs it before
+        BasicSR creates the experiment folder): the ``network_*`` and ``train.*`` keys (:meth:`_check_option_keys`),
+        the ``diffusion`` block and ``train.amp``. Returns the diffusion configuration and the AMP name."""
+        cls._check_option_keys(opt)
+        config = DiffusionConfig.from_dict(opt.get('diffusion'))
+        amp_name = str((opt.get('train') or {}).get('amp', 'none')).lower()
+        if amp_name not in AMP_DTYPES:
+            raise ValueError(f'train.amp must be one of {sorted(AMP_DTYPES)}, got {amp_name!r}')
+        if AMP_DTYPES[amp_name] == torch.bfloat16 and not opt.get('dist') and int(opt.get('num_gpu') or 0) > 1:
+            # BasicSR would wrap the trained networks in DataParallel, whose replica threads enter autocast without
+            # the caller's dtype: they would run in fp16, unscaled
+            raise ValueError('train.amp: bf16 with num_gpu > 1 needs a distributed launch (torchrun ... --launcher '
+                             'pytorch; see the README): DataParallel replicas would run in fp16 without loss scaling')
+        return config, amp_name
+
+    @classmethod
+    def _check_option_keys(cls, opt: Mapping) -> None:
         """Raise a ``KeyError`` naming any missing/unknown ``network_*`` key or unknown ``train.*`` key."""
-        known_networks = set(self.REQUIRED_NETWORKS) | set(self.OPTIONAL_NETWORKS)
+        known_networks = set(cls.REQUIRED_NETWORKS) | set(cls.OPTIONAL_NETWORKS)
         for key in opt:
             if key.startswith('network_') and key not in known_networks:
-                raise KeyError(f'unknown option {key!r} for {type(self).__name__}; expected one of '
+                raise KeyError(f'unknown option {key!r} for {cls.__name__}; expected one of '
                                f'{sorted(known_networks)}')
-        for key in self.REQUIRED_NETWORKS:
+        for key in cls.REQUIRED_NETWORKS:
             if not opt.get(key):
-                raise KeyError(f'option {key!r} is required by {type(self).__name__}')
+                raise KeyError(f'option {key!r} is required by {cls.__name__}')
         if opt.get('is_train'):
-            unknown = sorted(set(opt.get('train') or {}) - self.TRAIN_KEYS)
+            unknown = sorted(set(opt.get('train') or {}) - cls.TRAIN_KEYS)
             if unknown:
-                raise KeyError(f'unknown option(s) {["train." + k for k in unknown]} for {type(self).__name__}; '
-                               f'expected a subset of {sorted(self.TRAIN_KEYS)}')
-            self._check_train_values(opt.get('train') or {})
+                raise KeyError(f'unknown option(s) {["train." + k for k in unknown]} for {cls.__name__}; '
+                               f'expected a subset of {sorted(cls.TRAIN_KEYS)}')
+            cls._check_train_values(opt.get('train') or {})
             if int(opt.get('queue_size') or 0):
-                raise KeyError(f'queue_size: {type(self).__name__} keeps no training-pair pool (only the baseline '
+                raise KeyError(f'queue_size: {cls.__name__} keeps no training-pair pool (only the baseline '
                                'models do); remove the key or set it to 0')
             ignored = set((opt.get('path') or {}).get('ignore_resume_networks') or [])
-            missing = [k for k in self.FROZEN_NETWORKS if opt.get(k) and k not in ignored]
+            missing = [k for k in cls.FROZEN_NETWORKS if opt.get(k) and k not in ignored]
             if missing:
                 raise KeyError(f'path.ignore_resume_networks must list the frozen network(s) {missing}: otherwise a '
                                'resumed run looks for models/net_<name>_<iter>.pth files that are never written')
