@@ -108,11 +108,17 @@ def clear_previous_run(out: Path) -> None:
     (out / DEMO_MARKER).write_text('made by `python -m lpnsr_arch.demo`: its outputs are replaced on the next run\n')
 
 
-def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> None:
+def prepare_demo(*, out: Path, images: Sequence[str]) -> None:
+    """The user's part of a demo run, checked before anything in ``out`` is replaced: the weights exist, the photo
+    names are known, ``out`` is new or a demo folder (then cleared: :func:`clear_previous_run`)."""
     check_weights(REPO_ROOT)
-    check_photo_names(images)  # before anything in --out is replaced
-    start = time.perf_counter()
+    check_photo_names(images)
     clear_previous_run(out)
+
+
+def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> None:
+    """The demo (module docstring) into ``out``, prepared by :func:`prepare_demo`."""
+    start = time.perf_counter()
     write_sample_photos(out / 'hr', images)
     make_test_pairs(hr=str(out / 'hr'), out=str(out / 'pairs'), degradation_name='realesrgan', scale=4, seed=seed,
                     recipe_path=str(REPO_ROOT / DEGRADATION_RECIPE))
@@ -141,8 +147,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    with user_errors(logger, '', (FileExistsError, NotADirectoryError, ValueError)):  # --out, --images
-        run_demo(out=args.out, images=args.images, seed=args.seed, device=args.device)
+    with user_errors(logger, '', (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError)):
+        prepare_demo(out=args.out, images=args.images)  # a mistake in --out or --images: one ERROR line, exit 2
+    run_demo(out=args.out, images=args.images, seed=args.seed, device=args.device)
 
 
 if __name__ == '__main__':

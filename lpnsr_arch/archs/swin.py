@@ -82,7 +82,7 @@ def official_shift_mask(height: int, width: int, window_size: int, shift_size: i
     once the mask exists for the captured size). Under ``torch.compile`` the cache is traced through: the mask is
     then rebuilt inside the graph, but on ``device`` (no host tensors, no copy).
     """
-    if height * width * window_size**2 * torch.empty((), dtype=dtype).element_size() > SHIFT_MASK_CACHE_BYTES:
+    if height * width * window_size**2 * dtype.itemsize > SHIFT_MASK_CACHE_BYTES:
         return build_official_shift_mask(height, width, window_size, shift_size, device).to(dtype)
     return _cached_shift_mask(height, width, window_size, shift_size, torch.device(device), dtype)
 
