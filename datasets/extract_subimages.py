@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 from lpnsr_arch.cli_errors import (ArgumentParser, non_negative_int, positive_int, prepare_output_folder,  # noqa: E402
                                    require_folder, user_errors)
-from lpnsr_arch.data.realesrgan_crop_dataset import scan_image_folder  # noqa: E402
+from lpnsr_arch.data.sources import scan_image_folder  # noqa: E402
 
 LOGGER = logging.getLogger('extract_subimages')
 

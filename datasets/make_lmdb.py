@@ -26,7 +26,7 @@ import lpnsr_arch  # noqa: E402,F401  (torchvision shim before BasicSR)
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs  # noqa: E402
 
 from lpnsr_arch.cli_errors import ArgumentParser, prepare_output_folder, require_folder, user_errors  # noqa: E402
-from lpnsr_arch.data.realesrgan_crop_dataset import scan_image_folder  # noqa: E402
+from lpnsr_arch.data.sources import scan_image_folder  # noqa: E402
 from lpnsr_arch.messages import name_list  # noqa: E402
 
 LOGGER = logging.getLogger('make_lmdb')

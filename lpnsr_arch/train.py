@@ -9,9 +9,10 @@ Usage (from the repository root; experiments/ and tb_logger/ are written there):
 """
 from __future__ import annotations
 
+import logging
 import os.path as osp
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if __package__ in (None, ''):
@@ -21,39 +22,84 @@ if __package__ in (None, ''):
     sys.path[:] = [p for p in sys.path if osp.abspath(p or '.') != _SCRIPT_DIR]
     sys.path.insert(0, REPO_ROOT)
 
+import yaml  # noqa: E402
+
 import lpnsr_arch  # noqa: E402,F401  (shim first, then registers everything)
+from lpnsr_arch.cli_errors import USER_ERRORS, user_errors  # noqa: E402
 from lpnsr_arch.compat import install_basicsr_fixes  # noqa: E402
 
+logger = logging.getLogger('lpnsr_arch.train')
 
-def check_training_options(argv: List[str]) -> None:
-    """Run the model class's ``check_options`` (when it has one: the diffusion models) on the ``-opt`` file before
-    BasicSR starts: a mistake it finds is raised before BasicSR creates the experiment folder (and renames an
-    earlier one of the same name to ``*_archived_*``). Skipped with ``--force_yml`` (it may mend the file) and when
-    the file cannot be read (BasicSR reports that itself)."""
+
+def _opt_path(argv: List[str]) -> str:
+    """The ``-opt`` value of a BasicSR command line (for error messages)."""
+    return next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == '-opt'), 'options')
+
+
+def read_options_as_basicsr(argv: List[str]) -> Optional[Tuple[str, dict, str]]:
+    """The options BasicSR will run with: the ``-opt`` file with the ``--force_yml key:key=value`` overrides applied
+    (as BasicSR's ``parse_options``). Returns ``(path, options, launcher)``, or ``None`` when there is no readable
+    ``-opt`` file (BasicSR reports that itself). Raises ``yaml.YAMLError`` for a malformed file and ``KeyError``
+    naming an override whose key does not exist."""
     import argparse
 
-    import torch
     import yaml
-    from basicsr.utils.options import ordered_yaml
-    from basicsr.utils.registry import MODEL_REGISTRY
+    from basicsr.utils.options import _postprocess_yml_value, ordered_yaml
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     parser.add_argument('--launcher', default='none')
     parser.add_argument('--force_yml', nargs='+')
     args, _ = parser.parse_known_args(argv)
-    if args.force_yml or not args.opt or not osp.isfile(args.opt):
-        return
+    if not args.opt or not osp.isfile(args.opt):
+        return None
     with open(args.opt, encoding='utf-8') as handle:
         opt = yaml.load(handle, Loader=ordered_yaml()[0])
-    model_type = opt.get('model_type') if isinstance(opt, dict) else None
+    if not isinstance(opt, dict):
+        raise ValueError('the options file must hold a mapping of options')
+    for entry in args.force_yml or []:  # BasicSR's rule: the parent keys must exist, the last one may be new
+        keys, _, value = entry.partition('=')
+        *parents, last = [key.strip() for key in keys.split(':')]
+        block = opt
+        for depth, key in enumerate(parents):
+            if not isinstance(block, dict) or key not in block:
+                raise KeyError(f"--force_yml {entry}: the options have no block {':'.join(parents[:depth + 1])}")
+            block = block[key]
+        if not isinstance(block, dict):
+            raise KeyError(f"--force_yml {entry}: {':'.join(parents)} is not a block of options")
+        block[last] = _postprocess_yml_value(value.strip())
+    return args.opt, opt, args.launcher
+
+
+def check_options_before_start(pipeline_name: str, argv: List[str]) -> None:
+    """Check what BasicSR would only find after creating the experiment (or results) folder, and renaming an
+    earlier one of the same name to ``*_archived_*``: for a model class with a ``check_options`` (the diffusion
+    models), its options; for this plugin's models, that each ``path.pretrain_network_*`` file exists; then the
+    ``datasets`` block (:func:`lpnsr_arch.data.sources.check_dataset_options`:
+    phases, registered types, folders, LMDBs, meta-info files). Raises an error whose message names the key."""
+    import torch
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    from lpnsr_arch.data.sources import check_dataset_options
+    from lpnsr_arch.weights import resolve_checkpoint
+
+    read = read_options_as_basicsr(argv)
+    if read is None:
+        return
+    _, opt, launcher = read
+    is_train = pipeline_name == 'train_pipeline'
+    model_type = opt.get('model_type')
     model_class = {name: cls for name, cls in MODEL_REGISTRY}.get(model_type) if isinstance(model_type, str) else None
     check = getattr(model_class, 'check_options', None)
-    if check is None:
-        return
-    num_gpu = opt.get('num_gpu', 'auto')
-    num_gpu = torch.cuda.device_count() if num_gpu == 'auto' else num_gpu  # as BasicSR's parse_options
-    check(dict(opt, is_train=True, dist=args.launcher != 'none', num_gpu=num_gpu))
+    if check is not None:
+        num_gpu = opt.get('num_gpu', 'auto')
+        num_gpu = torch.cuda.device_count() if num_gpu == 'auto' else num_gpu  # as BasicSR's parse_options
+        check(dict(opt, is_train=is_train, dist=launcher != 'none', num_gpu=num_gpu))
+    if model_class is not None and model_class.__module__.startswith('lpnsr_arch.'):  # they load through weights
+        for key, value in (opt.get('path') or {}).items():
+            if key.startswith('pretrain_network_') and value is not None:
+                resolve_checkpoint(key, value)
+    check_dataset_options(opt.get('datasets'), is_train=is_train)
 
 
 def run_basicsr_pipeline(pipeline_name: str, argv: Optional[List[str]], root_path: Optional[str]) -> None:
@@ -69,8 +115,9 @@ def run_basicsr_pipeline(pipeline_name: str, argv: Optional[List[str]], root_pat
     if pipeline_name not in pipeline:
         raise ValueError(f'unknown BasicSR pipeline {pipeline_name!r}; expected one of {sorted(pipeline)}')
     args = sys.argv[1:] if argv is None else list(argv)
-    if pipeline_name == 'train_pipeline':
-        check_training_options(args)
+    logging.basicConfig(format='%(levelname)s %(message)s')  # for the ERROR line; BasicSR's logger is its own
+    with user_errors(logger, f'{_opt_path(args)}: ', USER_ERRORS + (yaml.YAMLError,)):
+        check_options_before_start(pipeline_name, args)
     saved_argv = sys.argv
     sys.argv = [pipeline_name, *args]
     try:

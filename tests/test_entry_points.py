@@ -18,7 +18,7 @@ import lpnsr_arch  # noqa: F401
 from lpnsr_arch import test as test_entry
 from lpnsr_arch import train as train_entry
 
-from baseline_recipes import REPO_ROOT, tiny_recipe, write_images, write_recipe
+from baseline_recipes import REPO_ROOT, TINY_NETWORKS, tiny_recipe, write_images, write_recipe
 
 
 def load_script(name: str) -> ModuleType:
@@ -128,14 +128,77 @@ def test_extract_subimages_and_make_lmdb(tmp_path: Path) -> None:
         assert len(meta.readlines()) == 18  # the existing LMDB is left as it was
 
 
-def test_a_training_option_mistake_is_refused_before_the_experiment_folder_is_made(tmp_path: Path) -> None:
+def test_a_training_option_mistake_is_refused_before_the_experiment_folder_is_made(tmp_path: Path, caplog) -> None:
     """BasicSR makes (and archives an earlier) experiment folder before the model checks its options: the diffusion
-    models' checks now run first."""
-    from lpnsr_arch import train
+    models' checks now run first, and end in one ERROR line naming the file and the key, exit status 2."""
     recipe = yaml.safe_load((REPO_ROOT / 'options' / 'demo' / 'train_lpnsr_demo.yml').read_text())
     recipe['train']['total_iterr'] = recipe['train'].pop('total_iter')
     path = tmp_path / 'typo.yml'
     path.write_text(yaml.safe_dump(recipe))
-    with pytest.raises(KeyError, match=r"unknown option\(s\) \['train.total_iterr'\] for LPNSRModel"):
-        train.main(['-opt', str(path)], root_path=str(tmp_path))
+    with pytest.raises(SystemExit, match='2'):
+        train_entry.main(['-opt', str(path)], root_path=str(tmp_path))
+    assert f"{path}: unknown option(s) ['train.total_iterr'] for LPNSRModel" in caplog.text
     assert not (tmp_path / 'experiments').exists()
+
+
+def dataset_mistakes(folders: dict, tmp_path: Path) -> list:
+    """(phase, key, value, words the error must hold) for the mistakes a check before the start must catch."""
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'flat.lmdb').mkdir()
+    return [
+        ('train', 'dataroot_gt', str(tmp_path / 'no_such_hr'), ['datasets.train: dataroot_gt', 'no_such_hr',
+                                                                'does not exist']),
+        ('train', 'dataroot_gt', str(tmp_path / 'empty'), ['datasets.train: dataroot_gt', 'holds no image']),
+        ('train', 'type', 'LPNSRRealESRGANDatset', ["datasets.train.type", "did you mean 'LPNSRRealESRGANDataset'"]),
+        ('train', 'meta_info', str(tmp_path / 'meta.txt'), ['datasets.train: meta_info', 'meta.txt']),
+        ('val', 'dataroot_lq', str(folders['hr'] / 'hr0.png'), ['datasets.val: dataroot_lq', 'not a folder']),
+        ('val', 'io_backend', {'type': 'lmdb'}, ['datasets.val: dataroot_gt', "must end with '.lmdb'"]),
+        ('val', 'dataroot_gt', str(tmp_path / 'flat.lmdb'), None),  # with the lmdb backend below
+    ]
+
+
+@pytest.mark.parametrize('index', range(7))
+def test_a_dataset_mistake_is_refused_before_the_experiment_folder_is_made(tmp_path: Path, caplog, index) -> None:
+    """A wrong dataset path/type used to be found only once BasicSR had made the experiment folder (archiving an
+    earlier run of the same name): the check now runs first, for every model type, baselines included."""
+    folders = write_images(tmp_path)
+    recipe = tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', folders, name='mistake')
+    phase, key, value, words = dataset_mistakes(folders, tmp_path)[index]
+    recipe['datasets'][phase][key] = value
+    if words is None:  # an LMDB folder without BasicSR's files
+        recipe['datasets'][phase]['io_backend'] = {'type': 'lmdb'}
+        recipe['datasets'][phase]['dataroot_lq'] = value
+        words = ['datasets.val: dataroot_gt', "lacks data.mdb and meta_info.txt"]
+    earlier = tmp_path / 'experiments' / 'mistake'
+    earlier.mkdir(parents=True)
+    (earlier / 'train.log').write_text('an earlier run')
+    with pytest.raises(SystemExit, match='2'):
+        train_entry.main(['-opt', write_recipe(recipe, tmp_path / 'mistake.yml')], root_path=str(tmp_path))
+    message = caplog.records[-1].getMessage()
+    assert all(word in message for word in words), message
+    assert sorted(p.name for p in (tmp_path / 'experiments').iterdir()) == ['mistake']  # nothing archived
+    assert (earlier / 'train.log').read_text() == 'an earlier run'
+
+
+def test_the_checks_before_the_start_see_force_yml_and_cover_test_py(tmp_path: Path, caplog) -> None:
+    folders = write_images(tmp_path)
+    recipe = write_recipe(tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', folders, name='forced'), tmp_path / 'r.yml')
+    with pytest.raises(SystemExit, match='2'):  # the override is what BasicSR would run with
+        train_entry.main(['-opt', recipe, '--force_yml', f'datasets:val:dataroot_gt={tmp_path / "nope"}'],
+                         root_path=str(tmp_path))
+    assert 'datasets.val: dataroot_gt' in caplog.text and 'nope' in caplog.text
+    with pytest.raises(SystemExit, match='2'):
+        train_entry.main(['-opt', recipe, '--force_yml', 'datasetz:val:name=x'], root_path=str(tmp_path))
+    assert 'the options have no block datasetz' in caplog.text
+    with pytest.raises(SystemExit, match='2'):  # a training run reads train and val* phases only
+        train_entry.main(['-opt', recipe, '--force_yml', 'datasets:test=~'], root_path=str(tmp_path))
+    assert "datasets.test: a training run reads the phases 'train' and 'val'" in caplog.text
+    test_opt = {'name': 'unit_missing', 'model_type': 'LPNSRRealESRNetModel', 'scale': 4, 'num_gpu': 0,
+                'datasets': {'test_1': {'name': 'val', 'type': 'PairedImageDataset', 'filename_tmpl': '{}',
+                                        'dataroot_gt': str(folders['val_gt']), 'dataroot_lq': str(tmp_path / 'lqq'),
+                                        'io_backend': {'type': 'disk'}}},
+                'network_g': TINY_NETWORKS['rrdbnet'], 'val': {'save_img': False}}
+    with pytest.raises(SystemExit, match='2'):
+        test_entry.main(['-opt', write_recipe(test_opt, tmp_path / 'test.yml')], root_path=str(tmp_path))
+    assert 'datasets.test_1: dataroot_lq' in caplog.text and 'lqq' in caplog.text
+    assert not (tmp_path / 'results').exists() and not (tmp_path / 'experiments').exists()

@@ -213,10 +213,19 @@ def test_ema_starts_as_net_g_where_a_non_strict_checkpoint_has_no_entry(tmp_path
     (lambda train: train.update(ema_decay=1.5), ValueError, r'train.ema_decay must be in \[0, 1\)'),
     (lambda train: train.update(gan_start_iter=-5), ValueError, 'train.gan_start_iter must be an integer >= 0'),
     (lambda train: train['pixel_opt'].update(reduction='none'), ValueError, 'train.pixel_opt.reduction'),
+    (lambda train: train.update(gan_space='pixle'), ValueError, 'train.gan_space must be one of'),
+    (lambda train: train.update(gan_samples='cleen'), ValueError, 'train.gan_samples must be one of'),
+    (lambda train: train.update(disc_update_freq=1), ValueError, r'train.disc_update_freq must be an integer >= 2'),
+    (lambda train: train.pop('pixel_opt'), KeyError, 'needs train.pixel_opt and/or train.perceptual_opt'),
+    (lambda train: train.pop('optim_d'), KeyError, 'network_d is set: train.gan_opt and train.optim_d'),
 ])
-def test_a_train_block_that_would_fail_later_is_refused_at_build(tmp_path, change, error, message):
+def test_a_train_block_that_would_fail_later_is_refused_before_any_network(tmp_path, change, error, message):
+    """Every check runs in ``check_options`` (no network, data or device), which ``lpnsr_arch/train.py`` runs before
+    BasicSR creates the experiment folder; the model's constructor runs it too."""
     opt = make_opt(tmp_path)
     change(opt['train'])
+    with pytest.raises(error, match=message):
+        LPNSRModel.check_options(opt)
     with pytest.raises(error, match=message):
         LPNSRModel(opt)
 
@@ -375,3 +384,23 @@ def test_validation_chain_is_seeded_and_uses_the_learned_noise(tmp_path):
             p.add_(0.5)
     assert not torch.equal(first, model.super_resolve(lq, seed=11))
     assert model.net_g.training
+
+
+def test_the_training_encodes_run_in_fp32_outside_autocast(tmp_path):
+    """The official step encodes HR and the upsampled LR under no_grad *before* its fp16 autocast: with train.amp the
+    encodes (generator and discriminator iterations) must not be autocast, while the chain is."""
+    model = LPNSRModel(make_opt(tmp_path, amp='bf16', gan_start_iter=0, disc_update_freq=2))
+    seen = {'encode': [], 'denoiser': []}
+    encode = model.net_ae.encode
+
+    def spy_encode(x):
+        seen['encode'].append(torch.is_autocast_enabled('cpu'))
+        return encode(x)
+
+    model.net_ae.encode = spy_encode
+    model.net_unet.register_forward_pre_hook(lambda *_: seen['denoiser'].append(torch.is_autocast_enabled('cpu')))
+    for it in (1, 2):  # a generator iteration, then a discriminator one (latent GAN: real = encode(gt))
+        model.feed_data(fixed_batch())
+        model.optimize_parameters(it)
+    assert len(seen['encode']) == 3 and not any(seen['encode'])  # y twice, x0 once for D's real side
+    assert seen['denoiser'] and all(seen['denoiser'])

@@ -265,6 +265,13 @@ def test_misspelt_option_names_the_key(tmp_path, section, key):
         ResShiftModel(opt)
 
 
+def test_a_missing_latent_loss_is_refused_before_any_network(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['train'].pop('latent_opt')
+    with pytest.raises(KeyError, match='train.latent_opt .* is required by ResShiftModel'):
+        ResShiftModel.check_options(opt)
+
+
 def test_a_pair_pool_is_refused_not_ignored(tmp_path):
     opt = make_opt(tmp_path)
     opt['queue_size'] = 16

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from typing import Dict, List
+from typing import Dict
 
 import cv2
 import numpy as np
@@ -19,10 +19,11 @@ import torch
 from basicsr.data.degradations import circular_lowpass_kernel, random_mixed_kernels
 from basicsr.data.realesrgan_dataset import RealESRGANDataset
 from basicsr.data.transforms import augment
-from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
+from basicsr.utils import FileClient, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.PNG', '.JPG', '.JPEG')
+from lpnsr_arch.data.sources import check_data_sources, scan_image_folder
+
 DEFAULT_CROP_PAD_SIZE = 400
 KERNEL_SIZE = 21  # every kernel is padded to 21x21, as upstream
 KERNEL_SIZES = tuple(2 * v + 1 for v in range(3, 11))  # 7, 9, ..., 21
@@ -39,40 +40,6 @@ REALESRGAN_X4PLUS_KERNELS: Dict[str, object] = {
     'betag_range2': [0.5, 4], 'betap_range2': [1, 2],
     'final_sinc_prob': 0.8,
 }
-
-
-def scan_image_folder(folder: str) -> List[str]:
-    """Relative paths of every image under ``folder`` (recursive, sorted)."""
-    return sorted(scandir(folder, suffix=IMAGE_EXTENSIONS, recursive=True))
-
-
-def check_gt_source(opt: dict) -> None:
-    """Raise a clear error when ``dataroot_gt`` (folder, meta_info or LMDB) cannot provide any image."""
-    name = opt.get('name', 'train')
-    if 'dataroot_gt' not in opt:
-        raise KeyError(f"dataset '{name}': option 'dataroot_gt' is missing")
-    root = opt['dataroot_gt']
-    backend = opt['io_backend']['type']
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"dataset '{name}': dataroot_gt '{root}' does not exist or is not a folder")
-    if backend == 'lmdb':
-        if not root.endswith('.lmdb'):
-            raise ValueError(f"dataset '{name}': an LMDB dataroot_gt must end with '.lmdb', got '{root}'")
-        meta_path = os.path.join(root, 'meta_info.txt')
-        if not os.path.isfile(meta_path) or not os.path.isfile(os.path.join(root, 'data.mdb')):
-            raise FileNotFoundError(f"dataset '{name}': '{root}' is not an LMDB made by BasicSR's lmdb_util "
-                                    f'(data.mdb and meta_info.txt are needed)')
-        with open(meta_path) as meta_file:
-            if not any(line.strip() for line in meta_file):
-                raise ValueError(f"dataset '{name}': LMDB '{root}' is empty (meta_info.txt lists no image)")
-    elif backend == 'disk':
-        meta_info = opt.get('meta_info')
-        if meta_info is not None and not os.path.isfile(meta_info):
-            raise FileNotFoundError(f"dataset '{name}': meta_info file '{meta_info}' does not exist")
-        if meta_info is None and not scan_image_folder(root):
-            raise ValueError(f"dataset '{name}': dataroot_gt '{root}' holds no image ({', '.join(IMAGE_EXTENSIONS)})")
-    else:
-        raise ValueError(f"dataset '{name}': io_backend.type must be 'disk' or 'lmdb', got '{backend}'")
 
 
 def crop_or_pad(img: np.ndarray, size: int) -> np.ndarray:
@@ -98,7 +65,9 @@ class LPNSRRealESRGANDataset(RealESRGANDataset):
     """
 
     def __init__(self, opt: dict) -> None:
-        check_gt_source(opt)
+        if opt.get('dataroot_gt') is None:
+            raise KeyError(f"dataset '{opt.get('name')}': option dataroot_gt (the HR images) is missing")
+        check_data_sources(opt)
         for key in ('use_hflip', 'use_rot'):
             if not isinstance(opt.get(key), bool):
                 raise KeyError(f"dataset '{opt.get('name')}': option {key} (true or false) is required, "

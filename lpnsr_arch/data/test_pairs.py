@@ -21,8 +21,9 @@ from basicsr.utils.matlab_functions import imresize
 from lpnsr_arch.cli_errors import prepare_output_folder, require_folder
 from lpnsr_arch.data.degradation import (DEGRADATION_KEYS, OPTIONAL_DEGRADATION_KEYS, REALESRGAN_X4PLUS_DEGRADATION,
                                         SecondOrderDegradation)
-from lpnsr_arch.data.realesrgan_crop_dataset import (IMAGE_EXTENSIONS, REALESRGAN_X4PLUS_KERNELS,
-                                                     LPNSRRealESRGANDataset, check_gt_source, scan_image_folder)
+from lpnsr_arch.data.realesrgan_crop_dataset import REALESRGAN_X4PLUS_KERNELS, LPNSRRealESRGANDataset
+from lpnsr_arch.data.sources import folder_has_image
+from lpnsr_arch.imageio import IMAGE_EXTENSIONS
 from lpnsr_arch.pipeline import load_options
 
 DEGRADATIONS = ('realesrgan', 'bicubic')
@@ -119,13 +120,12 @@ def prepare_test_pairs(*, hr: str, out: str, degradation_name: str, scale: int,
     if degradation_name not in DEGRADATIONS:
         raise ValueError(f'--degradation must be one of {DEGRADATIONS}, got {degradation_name!r}')
     require_folder(hr, '--hr')
-    if not scan_image_folder(hr):
+    if not folder_has_image(hr):
         raise ValueError(f"--hr '{hr}' holds no image ({', '.join(IMAGE_EXTENSIONS)})")
     recipe = load_recipe(recipe_path)
     recipe['degradation']['bicubic_prob'] = 0.0
     dataset_opt = {'name': 'make_test_pairs', 'dataroot_gt': hr, 'io_backend': {'type': 'disk'},
                    'use_hflip': False, 'use_rot': False, **recipe['kernels']}
-    check_gt_source(dataset_opt)
     kernel_source = LPNSRRealESRGANDataset(dataset_opt)  # its image list and kernel sampler, not its crops
     check_pair_names(kernel_source.paths, hr)
     degradation = SecondOrderDegradation(opt=recipe['degradation'], scale=scale)

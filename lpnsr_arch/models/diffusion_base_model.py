@@ -186,7 +186,8 @@ class DiffusionSRModel(SRModel):
     def check_options(cls, opt: Mapping) -> Tuple[DiffusionConfig, str]:
         """Every check of the options that needs no network, data or device (``lpnsr_arch/train.py`` runs it before
         BasicSR creates the experiment folder): the ``network_*`` and ``train.*`` keys (:meth:`_check_option_keys`),
-        the ``diffusion`` block and ``train.amp``. Returns the diffusion configuration and the AMP name."""
+        the ``train`` values when training (:meth:`check_train_options`), the ``diffusion`` block and ``train.amp``.
+        Returns the diffusion configuration and the AMP name."""
         cls._check_option_keys(opt)
         config = DiffusionConfig.from_dict(opt.get('diffusion'))
         amp_name = str((opt.get('train') or {}).get('amp', 'none')).lower()
@@ -215,7 +216,7 @@ class DiffusionSRModel(SRModel):
             if unknown:
                 raise KeyError(f'unknown option(s) {["train." + k for k in unknown]} for {cls.__name__}; '
                                f'expected a subset of {sorted(cls.TRAIN_KEYS)}')
-            cls._check_train_values(opt.get('train') or {})
+            cls.check_train_options(opt.get('train') or {}, opt)
             if int(opt.get('queue_size') or 0):
                 raise KeyError(f'queue_size: {cls.__name__} keeps no training-pair pool (only the baseline '
                                'models do); remove the key or set it to 0')
@@ -225,19 +226,17 @@ class DiffusionSRModel(SRModel):
                 raise KeyError(f'path.ignore_resume_networks must list the frozen network(s) {missing}: otherwise a '
                                'resumed run looks for models/net_<name>_<iter>.pth files that are never written')
 
-    @staticmethod
-    def _check_train_values(train_opt: Mapping) -> None:
+    @classmethod
+    def check_train_options(cls, train_opt: Mapping, opt: Mapping) -> None:
         """Refuse a ``train`` block that would fail (or silently misbehave) later: the optimizer and scheduler
-        blocks present, ``0 <= ema_decay < 1``, ``gan_start_iter >= 0``, loss reductions that give a scalar."""
+        blocks present, ``0 <= ema_decay < 1``, loss reductions that give a scalar. Subclasses add their own keys
+        (``opt``: the whole options, for checks that involve other blocks)."""
         for key in ('optim_g', 'scheduler'):
             if not isinstance(train_opt.get(key), Mapping) or 'type' not in train_opt[key]:
                 raise KeyError(f'option train.{key} (a block with a type) is required for training')
         ema_decay = train_opt.get('ema_decay', 0)
         if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)) or not 0 <= ema_decay < 1:
             raise ValueError(f'train.ema_decay must be in [0, 1) (0: no EMA), got {ema_decay!r}')
-        gan_start = train_opt.get('gan_start_iter', 0)
-        if isinstance(gan_start, bool) or not isinstance(gan_start, int) or gan_start < 0:
-            raise ValueError(f'train.gan_start_iter must be an integer >= 0, got {gan_start!r}')
         for key, block in train_opt.items():
             if key.endswith('_opt') and isinstance(block, Mapping) and block.get('reduction', 'mean') not in (
                     'mean', 'sum'):
@@ -472,15 +471,26 @@ class DiffusionSRModel(SRModel):
                 return bicubic_upscale(lq01.float(), self.scale)
             return self.net_upsampler(lq01.float()).float()
 
+    ENCODE_IN_FP32 = False
+    """Whether the training encodes leave ``train.amp``'s autocast: the official LPNSR step encodes under
+    ``no_grad`` before it enters autocast; ResShift's trainer encodes inside it."""
+
+    def _encode_precision(self) -> contextlib.AbstractContextManager:
+        if self.ENCODE_IN_FP32:
+            return torch.autocast(device_type=self.device.type, enabled=False)
+        return contextlib.nullcontext()
+
     @torch.no_grad()
     def encode_condition(self, lq01: Tensor) -> Tensor:
         """``y``: the latent of the pre-upsampled LR, (B, C, sh/d, sw/d), float32."""
-        return self.net_ae.encode(self.upsample(lq01) * 2 - 1).float()
+        with self._encode_precision():
+            return self.net_ae.encode(self.upsample(lq01) * 2 - 1).float()
 
     @torch.no_grad()
     def encode_target(self, gt01: Tensor) -> Tensor:
         """``x0``: the (unquantised) latent of the HR image in [0, 1], float32."""
-        return self.net_ae.encode(gt01 * 2 - 1).float()
+        with self._encode_precision():
+            return self.net_ae.encode(gt01 * 2 - 1).float()
 
     def decode(self, latent: Tensor) -> Tensor:
         """Quantised decode (straight-through in training), (B,3,H,W) in about [-1, 1], not clamped, float32."""

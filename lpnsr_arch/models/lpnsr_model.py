@@ -29,7 +29,7 @@ as all clean. An addition of this project, not of the paper.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Optional, Tuple
+from typing import Callable, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -71,6 +71,7 @@ class LPNSRModel(DiffusionSRModel):
     REQUIRED_NETWORKS = DiffusionSRModel.REQUIRED_NETWORKS + ('network_unet', )
     OPTIONAL_NETWORKS = DiffusionSRModel.OPTIONAL_NETWORKS + ('network_d', )
     FROZEN_NETWORKS = DiffusionSRModel.FROZEN_NETWORKS + ('network_unet', )
+    ENCODE_IN_FP32 = True  # the official step encodes HR and the upsampled LR in fp32, before its autocast
     TRAIN_KEYS = DiffusionSRModel.TRAIN_KEYS | {
         'pixel_opt', 'gan_opt', 'optim_d', 'gan_space', 'gan_start_iter', 'disc_update_freq', 'gan_samples'
     }
@@ -78,37 +79,49 @@ class LPNSRModel(DiffusionSRModel):
     def build_extra_frozen_networks(self) -> None:
         self.net_unet = self.build_frozen_network('network_unet')
 
+    @classmethod
+    def check_train_options(cls, train_opt: Mapping, opt: Mapping) -> None:
+        """The base checks, then: a pixel and/or perceptual loss, ``gan_space`` / ``gan_samples`` among their
+        choices, ``gan_start_iter >= 0``, ``disc_update_freq >= 2``, and ``network_d`` given together with
+        ``train.gan_opt`` and ``train.optim_d``."""
+        super().check_train_options(train_opt, opt)
+        if not train_opt.get('pixel_opt') and not train_opt.get('perceptual_opt'):
+            raise KeyError('LPNSRModel needs train.pixel_opt and/or train.perceptual_opt')
+        for key, choices, default in (('gan_space', GAN_SPACES, 'latent'), ('gan_samples', GAN_SAMPLES, 'all')):
+            if train_opt.get(key, default) not in choices:
+                raise ValueError(f'train.{key} must be one of {choices}, got {train_opt[key]!r}')
+        for key, minimum, default, why in (('gan_start_iter', 0, 0, ''),
+                                           ('disc_update_freq', 2, 2, ' (D and G alternate)')):
+            value = train_opt.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f'train.{key} must be an integer >= {minimum}{why}, got {value!r}')
+        if opt.get('network_d'):
+            if not train_opt.get('gan_opt') or not train_opt.get('optim_d'):
+                raise KeyError('network_d is set: train.gan_opt and train.optim_d are required')
+        elif train_opt.get('gan_opt'):
+            raise KeyError('train.gan_opt is set but network_d is missing')
+
     # ------------------------------------------------------------------------------------------ set-up
     def init_training_settings(self) -> None:
+        """Losses, the optional discriminator, optimizers and schedulers (the options were checked in
+        :meth:`check_options`)."""
         self.init_common_training_settings()
         train_opt = self.opt['train']
         self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
         perceptual_opt = train_opt.get('perceptual_opt')
         self.cri_perceptual = build_loss(perceptual_opt).to(self.device) if perceptual_opt else None
-        if self.cri_pix is None and self.cri_perceptual is None:
-            raise KeyError('LPNSRModel needs train.pixel_opt and/or train.perceptual_opt')
         self.gan_space = train_opt.get('gan_space', 'latent')
-        if self.gan_space not in GAN_SPACES:
-            raise ValueError(f'train.gan_space must be one of {GAN_SPACES}, got {self.gan_space!r}')
         self.gan_samples = train_opt.get('gan_samples', 'all')
-        if self.gan_samples not in GAN_SAMPLES:
-            raise ValueError(f'train.gan_samples must be one of {GAN_SAMPLES}, got {self.gan_samples!r}')
         self.gan_start_iter = int(train_opt.get('gan_start_iter', 0))
         self.disc_update_freq = int(train_opt.get('disc_update_freq', 2))
-        if self.disc_update_freq < 2:
-            raise ValueError(f'train.disc_update_freq must be >= 2 (D and G alternate), got {self.disc_update_freq}')
         self.net_d = None
         if self.opt.get('network_d'):
-            if not train_opt.get('gan_opt') or not train_opt.get('optim_d'):
-                raise KeyError('network_d is set: train.gan_opt and train.optim_d are required')
             self.net_d = self.model_to_device(build_network(self.opt['network_d']))
             self.print_network(self.net_d)
             self.load_trained_network(self.net_d, 'network_d', default_param_key='params')
             self.net_d.train()
             self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device)
             self.grad_scalers['d'] = self._new_grad_scaler()
-        elif train_opt.get('gan_opt'):
-            raise KeyError('train.gan_opt is set but network_d is missing')
         self.last_g_log: 'OrderedDict[str, float]' = OrderedDict()
         self.last_d_log: 'OrderedDict[str, float]' = OrderedDict()
         self.setup_optimizers()

@@ -9,7 +9,7 @@ decode of ``pred`` and ``gt``, with the gradient flowing through the frozen deco
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -34,12 +34,17 @@ class ResShiftModel(DiffusionSRModel):
 
     TRAIN_KEYS = DiffusionSRModel.TRAIN_KEYS | {'latent_opt'}
 
-    def init_training_settings(self) -> None:
-        self.init_common_training_settings()
-        train_opt = self.opt['train']
+    @classmethod
+    def check_train_options(cls, train_opt: Mapping, opt: Mapping) -> None:
+        """The base checks, then ``train.latent_opt`` present."""
+        super().check_train_options(train_opt, opt)
         if not train_opt.get('latent_opt'):
             raise KeyError('train.latent_opt (the latent MSE loss, e.g. {type: MSELoss, loss_weight: 1.0}) is '
                            'required by ResShiftModel')
+
+    def init_training_settings(self) -> None:
+        self.init_common_training_settings()
+        train_opt = self.opt['train']
         self.cri_latent = build_loss(train_opt['latent_opt']).to(self.device)
         perceptual_opt = train_opt.get('perceptual_opt')
         self.cri_perceptual = build_loss(perceptual_opt).to(self.device) if perceptual_opt else None
