@@ -35,7 +35,7 @@ from lpnsr_arch.color import adain_color_fix, wavelet_color_fix
 from lpnsr_arch.diffusion import DiffusionConfig, GaussianNoise, LearnedNoise, ResShiftDiffusion
 from lpnsr_arch.messages import integer_at_least
 from lpnsr_arch.tiling import Tile, process_tiled
-from lpnsr_arch.weights import REPO_ROOT, load_weights, resolve_checkpoint  # noqa: F401  (REPO_ROOT re-exported)
+from lpnsr_arch.weights import REPO_ROOT, load_network_from_options, resolve_checkpoint  # noqa: F401  (REPO_ROOT re-exported)
 
 __all__ = [
     'LPNSRPipeline', 'InferenceDefaults', 'LatentNoiseField', 'CroppedDraws', 'mirror_pad', 'pad_lr', 'PRECISIONS',
@@ -631,12 +631,6 @@ def _build_and_load(name: str, block: Mapping, path_opt: Mapping) -> nn.Module:
         net = build_network(dict(block))
     except TypeError as error:  # a misspelt or unknown argument of the network class
         raise TypeError(f'options: network_{name}: {error}') from error
-    checkpoint = path_opt.get(f'pretrain_network_{name}')
-    if checkpoint is not None:
-        checkpoint = resolve_checkpoint(f'pretrain_network_{name}', checkpoint)
-        load_weights(net, str(checkpoint), param_key=path_opt.get(f'param_key_{name}', 'auto'),
-                     strict=path_opt.get(f'strict_load_{name}', True))
-        logger.info(f'Loaded network_{name} ({block["type"]}) from {checkpoint}')
-    else:
+    if load_network_from_options(net, path_opt, name) is None:
         logger.info(f'network_{name} ({block["type"]}): no checkpoint, random/weight-free initialisation')
     return net.eval().requires_grad_(False)

@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+import yaml
 
 from lpnsr_arch.archs.resshift_unet_arch import LPNSRResShiftUNet
 from lpnsr_arch.archs.vqgan_arch import LPNSRVQAutoencoder
@@ -165,3 +166,29 @@ def test_training_loads_refuse_a_misspelt_param_key(tmp_path, unet, tiny_unet_kw
     save_state_dict(tmp_path / 'flat.safetensors', ema)
     assert all(torch.equal(v, ema[k]) for k, v in load_checkpoint_params(tmp_path / 'flat.safetensors',
                                                                          'params_ema').items())
+
+
+def test_inference_benchmarks_and_training_read_a_path_block_the_same_way(tmp_path, unet, tiny_unet_kwargs):
+    """One loader for every options-driven load: a BasicSR checkpoint without ``params_ema`` loads ``params`` for
+    ``param_key_*: params_ema`` in the inference pipeline and the benchmarks as in training (the first two used to
+    refuse it), and a misspelt key is refused by all."""
+    from lpnsr_arch.bench.common import _basicsr_network
+    from lpnsr_arch.pipeline import _build_and_load
+    from lpnsr_arch.weights import load_network_from_options
+    plain = {k: torch.full_like(v, 0.5) for k, v in unet.state_dict().items()}
+    torch.save({'params': plain}, tmp_path / 'net_g_10.pth')
+    block = dict(tiny_unet_kwargs, type='LPNSRResShiftUNet')
+    path_opt = {'pretrain_network_g': str(tmp_path / 'net_g_10.pth'), 'param_key_g': 'params_ema'}
+    options = tmp_path / 'options.yml'
+    options.write_text(yaml.safe_dump({'network_g': block, 'path': path_opt}))
+    training = LPNSRResShiftUNet(**tiny_unet_kwargs)
+    assert load_network_from_options(training, path_opt, 'g') == tmp_path / 'net_g_10.pth'
+    pipeline_path_opt = {key.replace('_g', '_unet'): value for key, value in path_opt.items()}
+    for net in (training, _basicsr_network(str(options), torch.device('cpu')),
+                _build_and_load('unet', block, pipeline_path_opt)):
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in plain.items() if not k.endswith('attn_mask'))
+    assert load_network_from_options(training, {}, 'g') is None
+    with pytest.raises(CheckpointError, match=r"has no entry 'parms_ema' \(param_key\)"):
+        load_network_from_options(training, dict(path_opt, param_key_g='parms_ema'), 'g')
+    with pytest.raises(CheckpointError, match=r"has no entry 'parms_ema' \(param_key\)"):
+        _build_and_load('unet', block, dict(pipeline_path_opt, param_key_unet='parms_ema'))

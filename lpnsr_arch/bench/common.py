@@ -34,7 +34,7 @@ from lpnsr_arch.cli_errors import (BUILD_ERRORS, non_negative_int, positive_int,
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, read_image
 from lpnsr_arch.inference import resolve_device
 from lpnsr_arch.messages import name_list
-from lpnsr_arch.pipeline import PIPELINE_NETWORKS, LPNSRPipeline, load_options, resolve_checkpoint
+from lpnsr_arch.pipeline import PIPELINE_NETWORKS, LPNSRPipeline, load_options
 
 __all__ = [
     'Method', 'ImagePair', 'parse_method', 'build_method', 'load_pairs', 'parse_dataset', 'to_bgr255',
@@ -175,17 +175,13 @@ def _bicubic(scale: int) -> Upscale:
 def _basicsr_network(options_path: str, device: torch.device) -> nn.Module:
     from basicsr.archs import build_network
 
-    from lpnsr_arch.weights import load_weights
+    from lpnsr_arch.weights import load_network_from_options
 
     options = load_options(options_path)
     if 'network_g' not in options:
         raise KeyError(f'{options_path}: no network_g block')
     net = build_network(dict(options['network_g']))
-    checkpoint = (options.get('path') or {}).get('pretrain_network_g')
-    if checkpoint:
-        checkpoint = resolve_checkpoint('pretrain_network_g', checkpoint)  # current folder, then the repository
-        load_weights(net, checkpoint, param_key=(options.get('path') or {}).get('param_key_g', 'auto'))
-    else:
+    if load_network_from_options(net, options.get('path'), 'g') is None:
         logger.warning(f'{options_path}: no path.pretrain_network_g; the network has random weights')
     return net.to(device).eval()
 

@@ -31,7 +31,7 @@ from basicsr.utils.dist_util import master_only
 from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler, bicubic_upscale
 from lpnsr_arch.diffusion import DiffusionConfig, ResShiftDiffusion
 from lpnsr_arch.pipeline import InferenceDefaults, LPNSRPipeline
-from lpnsr_arch.weights import load_pretrained, resolve_checkpoint, save_state_dict
+from lpnsr_arch.weights import load_network_from_options, save_state_dict
 
 __all__ = ['DiffusionSRModel', 'WarmupCosineLR', 'warmup_cosine_lr']
 
@@ -255,15 +255,8 @@ class DiffusionSRModel(SRModel):
         """
         net = build_network(self.opt[key])
         net.to(self.device)
-        path_opt = self.opt.get('path') or {}
-        name = key[len('network_'):]
-        load_path = path_opt.get(f'pretrain_{key}')
-        if load_path:
-            load_path = str(resolve_checkpoint(f'pretrain_{key}', load_path))
-            load_pretrained(net, load_path, param_key=path_opt.get(f'param_key_{name}', 'auto'),
-                            strict=path_opt.get(f'strict_load_{name}', True))
-            self.logger.info(f'Loaded frozen {key} ({type(net).__name__}) from {load_path}')
-        elif any(True for _ in net.parameters()):
+        if load_network_from_options(net, self.opt.get('path'), key[len('network_'):]) is None and any(
+                True for _ in net.parameters()):
             self.logger.warning(f'{key} ({type(net).__name__}) has parameters but no path.pretrain_{key}: '
                                 'it stays frozen at its random initialisation')
         net.requires_grad_(False)
@@ -273,16 +266,8 @@ class DiffusionSRModel(SRModel):
     def load_trained_network(self, net: nn.Module, key: str, *, default_param_key: str) -> None:
         """Load ``path.pretrain_<key>`` into a trained network (``param_key_<name>``, default ``default_param_key``
         when the checkpoint has it, else the checkpoint's own layout: official flat files load as they are)."""
-        path_opt = self.opt.get('path') or {}
-        name = key[len('network_'):]
-        load_path = path_opt.get(f'pretrain_{key}')
-        if not load_path:
-            return
-        load_path = str(resolve_checkpoint(f'pretrain_{key}', load_path))
-        param_key = path_opt.get(f'param_key_{name}', default_param_key)
-        load_pretrained(self.get_bare_model(net), load_path, param_key=param_key,
-                        strict=path_opt.get(f'strict_load_{name}', True))
-        self.logger.info(f'Loaded {key} ({type(self.get_bare_model(net)).__name__}) from {load_path} [{param_key}]')
+        load_network_from_options(self.get_bare_model(net), self.opt.get('path'), key[len('network_'):],
+                                  default_param_key=default_param_key)
 
     def init_ema(self) -> None:
         """Build ``net_g_ema`` (``train.ema_decay`` > 0): a copy of ``net_g``, then ``params_ema`` of
@@ -294,11 +279,7 @@ class DiffusionSRModel(SRModel):
         self.logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
         self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
         self.model_ema(0)
-        load_path = (self.opt.get('path') or {}).get('pretrain_network_g')
-        if load_path:
-            load_path = str(resolve_checkpoint('pretrain_network_g', load_path))
-            load_pretrained(self.net_g_ema, load_path, param_key='params_ema',
-                            strict=self.opt['path'].get('strict_load_g', True))
+        load_network_from_options(self.net_g_ema, self.opt.get('path'), 'g', param_key='params_ema')
         self.net_g_ema.requires_grad_(False)
         self.net_g_ema.eval()
 
