@@ -21,6 +21,7 @@ import copy
 import difflib
 import logging
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -128,11 +129,17 @@ class LatentNoiseField:
     injected draws reproduce exactly.)
     """
 
+    CACHE_BYTES = 64 * 2**20
+    """Blocks already made are kept (least recently used first out) up to this size, so that the blocks overlapping
+    tiles share are made once; memory stays bounded whatever the image size."""
+
     def __init__(self, seed: int, shape: Sequence[int], device: torch.device, block: int = 64):
         self.shape = tuple(int(side) for side in shape)
         self.device = torch.device(device)
         self.seed = int(seed)
         self.block = int(block)
+        self._blocks: 'OrderedDict[Tuple[int, int, int], Tensor]' = OrderedDict()
+        self._max_blocks = max(1, self.CACHE_BYTES // (self.shape[1] * self.block**2 * 4))
 
     def _block_seed(self, index: int, block_row: int, block_col: int) -> int:
         mixed = self.seed
@@ -142,9 +149,18 @@ class LatentNoiseField:
 
     def _block_noise(self, index: int, block_row: int, block_col: int) -> Tensor:
         """(1, C, block, block): broadcast over the batch by :meth:`crop`."""
+        key = (index, block_row, block_col)
+        noise = self._blocks.get(key)
+        if noise is not None:
+            self._blocks.move_to_end(key)
+            return noise
         generator = torch.Generator(device=self.device)
         generator.manual_seed(self._block_seed(index, block_row, block_col))
-        return torch.randn((1, self.shape[1], self.block, self.block), generator=generator, device=self.device)
+        noise = torch.randn((1, self.shape[1], self.block, self.block), generator=generator, device=self.device)
+        self._blocks[key] = noise
+        if len(self._blocks) > self._max_blocks:
+            self._blocks.popitem(last=False)
+        return noise
 
     def crop(self, index: int, rows: slice, cols: slice) -> Tensor:
         """Draw ``index`` (0: the prior noise) on the latent box ``rows`` x ``cols``: (B, C, h, w) float32."""
@@ -167,16 +183,21 @@ class CroppedDraws:
 
     ``boxes`` are ``(rows, cols)`` latent slices, one per tile, in the tile-major batch order of
     :func:`~lpnsr_arch.tiling.process_tiled`; the crops are concatenated along the batch dimension and cast to
-    ``like``'s dtype.
+    ``like``'s dtype. The first ``prepare`` draws are made when the object is created, so that the reverse loop
+    that consumes them does no host work (generator seeding, block loops); later calls make theirs on demand.
     """
 
-    def __init__(self, noise_field: LatentNoiseField, boxes: Sequence[Tuple[slice, slice]]):
+    def __init__(self, noise_field: LatentNoiseField, boxes: Sequence[Tuple[slice, slice]], *, prepare: int = 0):
         self.noise_field = noise_field
         self.boxes = list(boxes)
         self.calls = 0
+        self._prepared = [self._crop(index) for index in range(prepare)]
+
+    def _crop(self, index: int) -> Tensor:
+        return torch.cat([self.noise_field.crop(index, rows, cols) for rows, cols in self.boxes], dim=0)
 
     def __call__(self, like: Tensor) -> Tensor:
-        draw = torch.cat([self.noise_field.crop(self.calls, rows, cols) for rows, cols in self.boxes], dim=0)
+        draw = self._prepared[self.calls] if self.calls < len(self._prepared) else self._crop(self.calls)
         self.calls += 1
         if draw.shape != like.shape:
             raise ValueError(f'noise crop {tuple(draw.shape)} does not match the requested {tuple(like.shape)}')
@@ -447,6 +468,11 @@ class LPNSRPipeline(nn.Module):
         shape = (batch, self.latent_channels, height * self.latent_per_lr, width * self.latent_per_lr)
         return LatentNoiseField(seed, shape, lq.device)
 
+    @property
+    def draws_per_chain(self) -> int:
+        """How many position-seeded draws one chain takes: the prior's, then one per step t = T-1 .. 1."""
+        return self.diffusion.num_timesteps
+
     def latent_box(self, tile: Tile) -> Tuple[slice, slice]:
         """The latent (rows, cols) slices of an LR tile."""
         k = self.latent_per_lr
@@ -516,7 +542,8 @@ class LPNSRPipeline(nn.Module):
         run = dict(noise=noise, noise_mode=noise_mode, precision=precision, upsampler_precision=upsampler_precision)
         if one_piece:
             if draws is None:
-                draws = CroppedDraws(self.noise_field(seed, lq), [(slice(None), slice(None))])
+                draws = CroppedDraws(self.noise_field(seed, lq), [(slice(None), slice(None))],
+                                     prepare=self.draws_per_chain)
             sr = self.sample_func(lq, draws=draws, **run)
             if progress is not None:
                 progress(1, 1)
@@ -525,7 +552,8 @@ class LPNSRPipeline(nn.Module):
 
             def run_tiles(lq_tiles: Tensor, tiles: Sequence[Tile]) -> Tensor:
                 boxes = [self.latent_box(t) for t in tiles]
-                return self.sample_func(lq_tiles, draws=CroppedDraws(noise_field, boxes), **run)
+                draws = CroppedDraws(noise_field, boxes, prepare=self.draws_per_chain)
+                return self.sample_func(lq_tiles, draws=draws, **run)
 
             sr = process_tiled(lq, run_tiles, tile=tile, overlap=tile_overlap, scale=self.scale,
                                tile_batch=tile_batch, exact=exact_blend, progress=progress).float()

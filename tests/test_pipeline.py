@@ -98,6 +98,33 @@ def test_noise_field_blocks_agree_across_crops_and_look_normal():
     assert not torch.equal(whole[:, :, :64, :64], whole[:, :, :64, 64:128])
 
 
+def test_noise_blocks_are_made_once_and_before_the_reverse_loop(pipeline, monkeypatch):
+    """Overlapping tiles share their blocks (made once, bounded cache) and a chain's draws are all made before its
+    loop runs; the noise itself is the same as a fresh field's."""
+    made = []
+    field = LatentNoiseField(5, (1, 3, 200, 200), torch.device('cpu'), block=64)
+    generator_class = torch.Generator
+    monkeypatch.setattr(torch, 'Generator', lambda *a, **k: made.append(1) or generator_class(*a, **k))
+    boxes = [(slice(0, 128), slice(0, 128)), (slice(0, 128), slice(64, 192))]  # the second overlaps the first
+    draws = CroppedDraws(field, boxes, prepare=4)
+    assert len(made) == 4 * (4 + 2)  # 4 draws x (2x2 blocks of the first box + 2 new ones of the second)
+    like = torch.zeros(2, 3, 128, 128)
+    got = [draws(like) for _ in range(4)]
+    assert len(made) == 24  # nothing made inside the loop
+    fresh = LatentNoiseField(5, (1, 3, 200, 200), torch.device('cpu'), block=64)
+    for index, draw in enumerate(got):
+        expected = torch.cat([fresh.crop(index, rows, cols) for rows, cols in boxes])
+        torch.testing.assert_close(draw, expected, rtol=0, atol=0)
+    before = len(made)
+    draws(like)  # a fifth call is made on demand
+    assert len(made) == before + 6
+    small = LatentNoiseField(5, (1, 3, 200, 200), torch.device('cpu'), block=64)
+    small._max_blocks = 2
+    for col in range(4):
+        small.crop(0, slice(0, 64), slice(64 * col, 64 * col + 1))
+    assert len(small._blocks) == 2 and list(small._blocks) == [(0, 0, 2), (0, 0, 3)]
+
+
 def test_sample_func_consumes_the_five_official_draws(pipeline):
     lq = _lr(16, 16) * 2 - 1
     shape = (1, pipeline.latent_channels, 16, 16)
