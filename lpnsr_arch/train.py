@@ -80,6 +80,7 @@ def check_options_before_start(pipeline_name: str, argv: List[str]) -> None:
     import torch
     from basicsr.utils.registry import MODEL_REGISTRY
 
+    from lpnsr_arch.data.degradation import training_gt_size
     from lpnsr_arch.data.sources import check_dataset_options
     from lpnsr_arch.weights import resolve_checkpoint
 
@@ -100,6 +101,9 @@ def check_options_before_start(pipeline_name: str, argv: List[str]) -> None:
             if key.startswith('pretrain_network_') and value is not None:
                 resolve_checkpoint(key, value)
     check_dataset_options(opt.get('datasets'), is_train=is_train)
+    train_set = (opt.get('datasets') or {}).get('train') or {}
+    if is_train and str(train_set.get('type', '')).endswith('RealESRGANDataset'):  # pairs degraded in the model
+        training_gt_size(opt)
 
 
 def run_basicsr_pipeline(pipeline_name: str, argv: Optional[List[str]], root_path: Optional[str]) -> None:

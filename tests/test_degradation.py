@@ -249,3 +249,16 @@ def test_a_dataset_without_its_flip_options_is_refused_at_build(hr_folder: Path)
     del opt['use_rot']
     with pytest.raises(KeyError, match="dataset 'unit': option use_rot \\(true or false\\) is required"):
         LPNSRRealESRGANDataset(opt)
+
+
+def test_the_training_crop_size_is_read_from_either_key_and_both_must_agree() -> None:
+    from lpnsr_arch.data.degradation import training_gt_size
+    assert training_gt_size({'gt_size': 96}) == 96
+    assert training_gt_size({'datasets': {'train': {'gt_size': 64}}}) == 64
+    assert training_gt_size({'gt_size': 64, 'datasets': {'train': {'gt_size': 64}}}) == 64
+    with pytest.raises(ValueError, match=r'gt_size 256 \(top level\) and datasets.train.gt_size 128 differ'):
+        training_gt_size({'gt_size': 256, 'datasets': {'train': {'gt_size': 128}}})
+    with pytest.raises(KeyError, match='option gt_size'):
+        training_gt_size({'datasets': {'train': {}}})
+    with pytest.raises(ValueError, match='positive integer'):
+        training_gt_size({'gt_size': '64'})

@@ -154,10 +154,11 @@ def dataset_mistakes(folders: dict, tmp_path: Path) -> list:
         ('val', 'dataroot_lq', str(folders['hr'] / 'hr0.png'), ['datasets.val: dataroot_lq', 'not a folder']),
         ('val', 'io_backend', {'type': 'lmdb'}, ['datasets.val: dataroot_gt', "must end with '.lmdb'"]),
         ('val', 'dataroot_gt', str(tmp_path / 'flat.lmdb'), None),  # with the lmdb backend below
+        ('train', 'gt_size', 48, ['gt_size 64 (top level) and datasets.train.gt_size 48 differ']),
     ]
 
 
-@pytest.mark.parametrize('index', range(7))
+@pytest.mark.parametrize('index', range(8))
 def test_a_dataset_mistake_is_refused_before_the_experiment_folder_is_made(tmp_path: Path, caplog, index) -> None:
     """A wrong dataset path/type used to be found only once BasicSR had made the experiment folder (archiving an
     earlier run of the same name): the check now runs first, for every model type, baselines included."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import random
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -206,6 +206,24 @@ class SecondOrderDegradation(torch.nn.Module):
                 pick = torch.from_numpy(np.random.uniform(size=gt.size(0)) < self.bicubic_prob).to(gt.device)
                 out = torch.where(pick[:, None, None, None], clean, out)
             return (torch.clamp((out * 255.0).round(), 0, 255) / 255.0).contiguous(), pick
+
+
+def training_gt_size(opt: Mapping) -> int:
+    """The GT crop side of degraded training pairs: the top-level ``gt_size`` (Real-ESRGAN's key) or
+    ``datasets.train.gt_size`` (BasicSR's); recipes may carry both, as Real-ESRGAN's do, but then they must agree.
+    Raises ``KeyError`` when neither is given and ``ValueError`` when they differ or are not a positive integer."""
+    top = opt.get('gt_size')
+    in_dataset = ((opt.get('datasets') or {}).get('train') or {}).get('gt_size')
+    if top is None and in_dataset is None:
+        raise KeyError('option gt_size (the GT crop of degraded training pairs; top level or datasets.train) is '
+                       'missing')
+    if top is not None and in_dataset is not None and top != in_dataset:
+        raise ValueError(f'gt_size {top} (top level) and datasets.train.gt_size {in_dataset} differ: give one, or '
+                         'the same value in both')
+    size = top if top is not None else in_dataset
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f'gt_size must be a positive integer, got {size!r}')
+    return size
 
 
 class TrainingPair(NamedTuple):

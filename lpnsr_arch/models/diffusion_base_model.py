@@ -424,8 +424,8 @@ class DiffusionSRModel(SRModel):
         (B,) bool, True where a synthesised LR is the plain bicubic downscale (``bicubic_prob``); None for a paired
         batch."""
         if self.is_train and 'kernel1' in data:
-            from lpnsr_arch.data.degradation import degrade_batch
-            pair = degrade_batch(self._degradation(), data, self.device, gt_size=self._train_gt_size())
+            from lpnsr_arch.data.degradation import degrade_batch, training_gt_size
+            pair = degrade_batch(self._degradation(), data, self.device, gt_size=training_gt_size(self.opt))
             self.lq, self.gt, self.clean = pair.lq, pair.gt, pair.clean
             return
         super().feed_data(data)
@@ -437,12 +437,6 @@ class DiffusionSRModel(SRModel):
             # the Real-ESRGAN recipe keys (resize_prob, noise_range, ...) sit at the top level of the options
             self._second_order_degradation = SecondOrderDegradation(opt=self.opt, scale=self.scale).to(self.device)
         return self._second_order_degradation
-
-    def _train_gt_size(self) -> int:
-        try:
-            return int(self.opt['datasets']['train']['gt_size'])
-        except KeyError as error:
-            raise KeyError('datasets.train.gt_size is required to crop degraded training pairs') from error
 
     def upsample(self, lq01: Tensor) -> Tensor:
         """Pre-upsample LR (B,3,h,w) in [0, 1] to (B,3,sh,sw), float32, not clamped (bicubic when no

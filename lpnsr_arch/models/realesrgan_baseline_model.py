@@ -24,7 +24,7 @@ from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils import USMSharp, get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from lpnsr_arch.data.degradation import SecondOrderDegradation, TrainingPair, degrade_batch
+from lpnsr_arch.data.degradation import SecondOrderDegradation, TrainingPair, degrade_batch, training_gt_size
 from lpnsr_arch.weights import load_pretrained, resolve_checkpoint
 
 _KERNEL_KEYS = ('kernel1', 'kernel2', 'sinc_kernel')
@@ -79,9 +79,7 @@ class SyntheticPairMixin:
 
     def _init_synthetic_pairs(self) -> None:
         opt = self.opt
-        if 'gt_size' not in opt:
-            raise KeyError("option 'gt_size' (top level, the GT crop after degradation) is missing")
-        self.gt_size = int(opt['gt_size'])
+        self.gt_size = training_gt_size(opt)
         self.degradation = SecondOrderDegradation(opt=opt, scale=int(opt['scale'])).to(self.device)
         self.usm_sharpener = USMSharp().to(self.device) if opt.get('gt_usm', True) else None
         queue_size = int(opt.get('queue_size', 0))
