@@ -17,7 +17,7 @@ float mask.
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -244,10 +244,6 @@ class SwinLayer(nn.Module):
         ])
         self.patch_unembed = Conv1x1Projection(embed_dim, in_channels)
         self.use_checkpoint = use_checkpoint
-
-    @property
-    def window_sizes(self) -> Tuple[int, ...]:
-        return tuple(b.window_size for b in self.blocks)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.patch_embed(x)

@@ -40,10 +40,23 @@ __all__ = [
     'Method', 'ImagePair', 'parse_method', 'build_method', 'load_pairs', 'parse_dataset', 'to_bgr255',
     'psnr_ssim_y', 'niqe_y', 'check_gt_size', 'read_gt', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device',
     'add_run_arguments', 'parse_run_arguments', 'positive_int', 'non_negative_int', 'check_pairs', 'load_dataset',
-    'load_datasets', 'check_method_options', 'parse_methods', 'open_method', 'open_lpnsr', 'BUILD_ERRORS'
+    'load_datasets', 'check_method_options', 'parse_methods', 'open_method', 'open_lpnsr', 'BUILD_ERRORS',
+    'finite_mean', 'finite_std'
 ]
 
 logger = logging.getLogger('lpnsr_arch.bench')
+
+
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the values that are not NaN (a metric undefined for an image is NaN); NaN when none is."""
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def finite_std(values: Sequence[float]) -> float:
+    """The standard deviation (ddof 0) of the values that are not NaN; NaN when none is."""
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.std(finite)) if finite else math.nan
 
 REQUIRED_BLOCKS = {'basicsr': ('network_g', ), 'lpnsr': tuple(f'network_{name}' for name in PIPELINE_NETWORKS
                                                               if name != 'noise')}

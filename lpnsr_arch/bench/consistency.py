@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from lpnsr_arch.bench.common import (Table, add_run_arguments, load_datasets, niqe_y, open_lpnsr, parse_methods,
-                                     parse_run_arguments, psnr_ssim_y, read_gt, report, to_bgr255)
+from lpnsr_arch.bench.common import (Table, add_run_arguments, finite_mean, finite_std, load_datasets, niqe_y,
+                                     open_lpnsr, parse_methods, parse_run_arguments, psnr_ssim_y, read_gt, report,
+                                     to_bgr255)
 from lpnsr_arch.cli_errors import ArgumentParser, int_at_least, non_negative_int, positive_int
 from lpnsr_arch.imageio import read_image
 from lpnsr_arch.pipeline import LPNSRPipeline
@@ -61,9 +61,8 @@ def image_consistency(pipeline: LPNSRPipeline, pair, *, noise: str, seeds: Seque
         scores['niqe'].append(niqe_y(sr_bgr, crop_border))
     stats = {'pixel_std': float(np.stack(outputs).std(axis=0).mean())}
     for name, values in scores.items():
-        finite = [v for v in values if not math.isnan(v)]
-        stats[f'{name}_mean'] = float(np.mean(finite)) if finite else math.nan
-        stats[f'{name}_std'] = float(np.std(finite)) if finite else math.nan
+        stats[f'{name}_mean'] = finite_mean(values)
+        stats[f'{name}_std'] = finite_std(values)
     return stats
 
 
@@ -71,8 +70,7 @@ def _average(rows: List[Dict[str, float]]) -> Dict[str, float]:
     keys = rows[0].keys()
     averaged = {}
     for key in keys:
-        finite = [row[key] for row in rows if not math.isnan(row[key])]
-        averaged[key] = float(np.mean(finite)) if finite else math.nan
+        averaged[key] = finite_mean([row[key] for row in rows])
     return averaged
 
 

@@ -20,19 +20,15 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, load_datasets, lpips_note, niqe_y, open_method,
-                                     parse_methods, parse_run_arguments, psnr_ssim_y, read_gt, report, to_bgr255)
+from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, finite_mean, load_datasets, lpips_note, niqe_y,
+                                     open_method, parse_methods, parse_run_arguments, psnr_ssim_y, read_gt, report,
+                                     to_bgr255)
 from lpnsr_arch.cli_errors import ArgumentParser, non_negative_int, positive_int
 from lpnsr_arch.imageio import read_image
 
 __all__ = ['score_images', 'summarise', 'evaluate', 'main']
 
 logger = logging.getLogger('lpnsr_arch.bench')
-
-
-def _mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
 
 
 def score_images(method: Method, pairs, *, seed: int, crop_border: int) -> List[Dict[str, object]]:
@@ -62,9 +58,9 @@ def summarise(method_name: str, dataset: str, per_image: Sequence[Dict[str, obje
     finite_niqes = [float(row['niqe']) for row in per_image if not math.isnan(float(row['niqe']))]
     return {
         'method': method_name, 'dataset': dataset, 'images': len(per_image),
-        'psnr_y': _mean([float(row['psnr_y']) for row in per_image]),
-        'ssim_y': _mean([float(row['ssim_y']) for row in per_image]),
-        'niqe': _mean(finite_niqes), 'niqe_median': float(np.median(finite_niqes)) if finite_niqes else math.nan,
+        'psnr_y': finite_mean([float(row['psnr_y']) for row in per_image]),
+        'ssim_y': finite_mean([float(row['ssim_y']) for row in per_image]),
+        'niqe': finite_mean(finite_niqes), 'niqe_median': float(np.median(finite_niqes)) if finite_niqes else math.nan,
         'niqe_images': len(finite_niqes),
         'seconds_per_image': sum(float(row['seconds']) for row in per_image) / max(len(per_image), 1)
     }
