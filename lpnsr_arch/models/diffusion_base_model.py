@@ -382,7 +382,8 @@ class DiffusionSRModel(SRModel):
             share = micro_batch[0].shape[0] / batch_size
             with self.autocast():
                 terms = loss_fn(*micro_batch)
-            bad = [name for name, value in terms.items() if not bool(torch.isfinite(value).all())]
+            finite = torch.stack([torch.isfinite(value.detach()).all() for value in terms.values()]).tolist()
+            bad = [name for name, ok in zip(terms, finite) if not ok]  # one device sync for all the terms
             if bad:
                 self.logger.warning(f'iter {current_iter}: non-finite loss {bad} '
                                     f'({ {k: float(v.detach()) for k, v in terms.items()} }); the step is skipped')
