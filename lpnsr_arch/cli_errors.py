@@ -17,14 +17,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, NoReturn, Tuple, Type, Union
 
 from lpnsr_arch.weights import CheckpointError
 
 __all__ = [
-    'EXIT_USAGE', 'USER_ERRORS', 'BUILD_ERRORS', 'ArgumentParser', 'int_at_least', 'positive_int', 'non_negative_int', 'error_line',
-    'user_errors', 'require_folder', 'prepare_output_folder'
+    'EXIT_USAGE', 'USER_ERRORS', 'BUILD_ERRORS', 'ArgumentParser', 'int_at_least', 'positive_int', 'non_negative_int',
+    'error_line', 'user_errors', 'require_folder', 'prepare_output_folder'
 ]
 
 EXIT_USAGE = 2
@@ -108,7 +109,8 @@ def require_folder(path: PathLike, option: str) -> Path:
 
 def prepare_output_folder(path: PathLike, option: str) -> Path:
     """Create the output folder ``path`` (and its parents) now, so that a path that cannot be a folder (an existing
-    file, or a file on the way) is refused before any work; ``NotADirectoryError`` / ``OSError`` name ``option``."""
+    file, or a file on the way) or a folder that refuses files is refused before any work; ``NotADirectoryError`` /
+    ``OSError`` name ``option``."""
     folder = Path(path)
     for candidate in (folder, *folder.parents):
         if candidate.exists() and not candidate.is_dir():
@@ -118,4 +120,9 @@ def prepare_output_folder(path: PathLike, option: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OSError(f"{option} '{folder}': cannot create the folder ({error.strerror or error})") from error
+    try:  # an existing folder may still refuse files (permissions, a read-only or immutable folder)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OSError(f"{option} '{folder}': cannot write into the folder ({error.strerror or error})") from error
     return folder

@@ -37,9 +37,9 @@ class ImageRecord:
 
     Attributes:
         path: the file.
-        mode: ``'L'`` (grey), ``'RGB'`` or ``'RGBA'``.
+        mode: ``'L'`` (grey), ``'LA'`` (grey + alpha: a PNG of that colour type), ``'RGB'`` or ``'RGBA'``.
         bit_depth: 8 or 16.
-        alpha: the alpha plane as (1, 1, H, W) float in [0, 1] for RGBA, else None.
+        alpha: the alpha plane as (1, 1, H, W) float in [0, 1] for LA and RGBA, else None.
     """
     path: Path
     mode: str
@@ -85,10 +85,21 @@ def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     return array
 
 
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+PNG_GREY_ALPHA = 4
+"""The PNG colour type of grey + alpha (byte 25 of the file: the IHDR chunk's colour type), which OpenCV decodes
+as BGRA."""
+
+
+def _is_grey_alpha_png(raw: np.ndarray) -> bool:
+    return raw.size > 25 and raw[:8].tobytes() == PNG_SIGNATURE and int(raw[25]) == PNG_GREY_ALPHA
+
+
 def read_image(path: str | Path) -> Tuple[Tensor, ImageRecord]:
     """Read ``path`` as an RGB float tensor (1, 3, H, W) in [0, 1] and an :class:`ImageRecord`.
 
-    Grey images are repeated to 3 channels; the alpha of RGBA images goes into the record. An EXIF orientation tag
+    Grey images are repeated to 3 channels; the alpha of RGBA and grey + alpha images goes into the record (a
+    grey + alpha PNG keeps its grey mode: ``'LA'``). An EXIF orientation tag
     (phone photos) is applied, as ``cv2.imread`` and BasicSR's reader do.
 
     Raises:
@@ -115,8 +126,8 @@ def read_image(path: str | Path) -> Tuple[Tensor, ImageRecord]:
         mode = 'RGB'
         rgb = unit[:, :, ::-1]
     elif unit.ndim == 3 and unit.shape[2] == 4:
-        mode = 'RGBA'
-        rgb = unit[:, :, 2::-1]
+        mode = 'LA' if _is_grey_alpha_png(raw) else 'RGBA'
+        rgb = np.repeat(unit[:, :, :1], 3, axis=2) if mode == 'LA' else unit[:, :, 2::-1]
         alpha = torch.from_numpy(np.ascontiguousarray(unit[:, :, 3]))[None, None]
     else:
         raise ImageReadError(f'{path}: unsupported layout {array.shape} (expected grey, RGB or RGBA)')
@@ -125,40 +136,50 @@ def read_image(path: str | Path) -> Tuple[Tensor, ImageRecord]:
 
 
 def restore_mode(sr01: Tensor, record: ImageRecord, scale: int) -> Tensor:
-    """Give the SR image (1, 3, sH, sW) in [0, 1] the input's mode: (1, C, sH, sW) with C = 1 (L), 3 or 4 (RGBA).
+    """Give the SR image (1, 3, sH, sW) in [0, 1] the input's mode: (1, C, sH, sW) with C = 1 (L), 2 (LA), 3 (RGB)
+    or 4 (RGBA).
 
-    Grey: the mean of the three channels. RGBA: the alpha plane upscaled by bicubic (clamped to [0, 1]) is appended.
+    Grey: the mean of the three channels. LA and RGBA: the alpha plane upscaled by bicubic (clamped to [0, 1]) is
+    appended.
     """
-    if record.mode == 'L':
-        return sr01.mean(dim=1, keepdim=True)
-    if record.mode == 'RGBA':
+    image = sr01.mean(dim=1, keepdim=True) if record.mode in ('L', 'LA') else sr01
+    if record.mode in ('LA', 'RGBA'):
         if record.alpha is None:
-            raise ValueError(f'{record.path}: RGBA record without an alpha plane')
+            raise ValueError(f'{record.path}: {record.mode} record without an alpha plane')
         alpha = F.interpolate(record.alpha.to(sr01), scale_factor=scale, mode='bicubic', align_corners=False)
-        return torch.cat([sr01, alpha.clamp(0.0, 1.0)], dim=1)
-    return sr01
+        return torch.cat([image, alpha.clamp(0.0, 1.0)], dim=1)
+    return image
 
 
 def write_image(path: str | Path, image01: Tensor, bit_depth: int = 8) -> None:
-    """Write (1, C, H, W) float ``image01`` in [0, 1] (C = 1, 3 or 4, RGB order) as ``bit_depth`` 8 or 16.
+    """Write (1, C, H, W) float ``image01`` in [0, 1] (C = 1 grey, 2 grey + alpha, 3 RGB or 4 RGBA) as ``bit_depth``
+    8 or 16.
 
     16 bits need PNG, TIFF, PPM or PGM; JPEG holds no alpha: other requests, and anything OpenCV cannot encode,
-    raise ``ValueError`` naming the file. Parent folders are created.
+    raise ``ValueError`` naming the file. Grey + alpha is written as an 8-bit grey + alpha PNG (by PIL: OpenCV
+    writes no 2-channel image); in 16 bits or another format, as RGBA with equal colour channels. Parent folders are
+    created.
     """
     path = Path(path)
-    if image01.ndim != 4 or image01.shape[0] != 1 or image01.shape[1] not in (1, 3, 4):
-        raise ValueError(f'{path}: image must be shaped (1, C, H, W) with C in (1, 3, 4), got {tuple(image01.shape)}')
+    if image01.ndim != 4 or image01.shape[0] != 1 or image01.shape[1] not in (1, 2, 3, 4):
+        raise ValueError(f'{path}: image must be shaped (1, C, H, W) with C in (1, 2, 3, 4), got '
+                         f'{tuple(image01.shape)}')
     if bit_depth not in (8, 16):
         raise ValueError(f'{path}: bit_depth must be 8 or 16, got {bit_depth}')
     suffix = path.suffix.lower()
     if bit_depth == 16 and suffix not in SIXTEEN_BIT_EXTENSIONS:
         raise ValueError(f'{path}: {suffix or "this format"} cannot store 16-bit images; use one of '
                          f'{", ".join(SIXTEEN_BIT_EXTENSIONS)}')
-    if suffix in ('.jpg', '.jpeg') and image01.shape[1] == 4:
+    if suffix in ('.jpg', '.jpeg') and image01.shape[1] in (2, 4):
         raise ValueError(f'{path}: JPEG cannot store alpha; use .png')
     max_value, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
     array = image01[0].detach().float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy()
     array = np.round(array * max_value).astype(dtype)
+    if array.shape[2] == 2:
+        if bit_depth == 8 and suffix == '.png':
+            _write_grey_alpha_png(path, array)
+            return
+        array = array[:, :, [0, 0, 0, 1]]
     if array.shape[2] == 3:
         array = array[:, :, ::-1]
     elif array.shape[2] == 4:
@@ -174,3 +195,13 @@ def write_image(path: str | Path, image01: Tensor, bit_depth: int = 8) -> None:
     if not ok:
         raise ValueError(f'{path}: OpenCV could not encode the image as {path.suffix!r}')
     encoded.tofile(str(path))
+
+
+def _write_grey_alpha_png(path: Path, array: np.ndarray) -> None:
+    """Write an (H, W, 2) uint8 grey + alpha array as a PNG of that colour type."""
+    import io
+
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format='PNG')  # (H, W, 2) uint8: mode LA
+    path.write_bytes(buffer.getvalue())

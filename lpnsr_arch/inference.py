@@ -85,20 +85,28 @@ def output_path_for(input_path: Path, output_dir: Path, *, suffix: str, ext: str
         extension = input_path.suffix.lower().lstrip('.') or 'png'
     else:
         extension = ext
-    if extension in ('jpg', 'jpeg') and (mode == 'RGBA' or bit_depth == 16):
+    if extension in ('jpg', 'jpeg') and (mode in ('LA', 'RGBA') or bit_depth == 16):
         extension = 'png'
     name = f'{input_path.stem}_{suffix}' if suffix else input_path.stem
     return output_dir / f'{name}.{extension}'
 
 
 def resolve_device(name: str) -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU; a CUDA device that this machine does not have is a
-    ``RuntimeError`` naming it (an unknown name: torch's ``RuntimeError``)."""
+    """``'auto'`` -> CUDA when available, else CPU. A device this machine or this PyTorch build cannot run on (a
+    missing CUDA index, ``mps`` or ``xpu`` without support, ``meta``, an unknown name) is a ``RuntimeError`` naming
+    it."""
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     device = torch.device(name)
     if device.type == 'cuda' and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         raise RuntimeError(f'{name} is not available here ({torch.cuda.device_count()} CUDA devices visible)')
+    if device.type == 'meta':
+        raise RuntimeError(f'{name} holds no data: images cannot be processed on it')
+    try:
+        torch.zeros(1, device=device)
+    except (RuntimeError, AssertionError) as error:  # e.g. "PyTorch is not linked with support for mps devices"
+        reason = str(error).strip() or type(error).__name__
+        raise RuntimeError(f'{name} is not usable with this PyTorch build ({reason})') from None
     return device
 
 
@@ -140,9 +148,9 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
             if out_path.resolve() in protected:
                 raise ValueError(f'{path}: the output {out_path} would overwrite an input; change -o or --suffix')
             if out_path.resolve() in written:
+                hint = 'rename one of them' + ('' if args.ext == 'auto' else ' or use --ext auto')
                 raise ValueError(f'{path}: the output {out_path} was already written from '
-                                 f'{written[out_path.resolve()]} in this run (same name stem); rename one of them or '
-                                 'use --ext auto')
+                                 f'{written[out_path.resolve()]} in this run (same name stem); {hint}')
             sr01 = pipeline(lr01.to(device), seed=seed, noise=args.noise, color_fix=args.color_fix, tile=args.tile,
                             tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, precision=precision)
             write_image(out_path, restore_mode(sr01, record, pipeline.scale).cpu(), bit_depth=record.bit_depth)

@@ -74,11 +74,15 @@ def files(tmp_path: Path) -> Dict[str, Path]:
         'x2_gt': write_image(tmp_path / 'x2' / 'gt' / 'a.png', 64).parent,
         'x2_lq': write_image(tmp_path / 'x2' / 'lq' / 'a.png', 32).parent,
         'hr': write_image(tmp_path / 'hr' / 'h.png', 100).parent,
+        'tiny_gt': write_image(tmp_path / 'tiny' / 'gt' / 't.png', 8).parent,
+        'tiny_lq': write_image(tmp_path / 'tiny' / 'lq' / 't.png', 2).parent,
+        'twin_gt': write_image(tmp_path / 'twin' / 'gt' / 'a.png', 64).parent,
         'file': tmp_path / 'a_file',
         'malformed': tmp_path / 'malformed.yml',
         'list': tmp_path / 'list.yml',
         'no_unet': tmp_path / 'no_unet.yml',
     }
+    write_image(paths['twin_gt'] / 'a.bmp', 64)
     paths['empty'].mkdir()
     paths['bad'].mkdir()
     (paths['bad'] / 'x.png').write_text('not an image\n')
@@ -137,6 +141,8 @@ def test_a_programming_error_in_a_benchmark_still_raises(files, caplog, monkeypa
     ('d={unpaired_gt},{unpaired_lq}', ['zzz.png', 'no GT file']),
     ('d={x2_gt},{x2_lq}', ['x2/gt/a.png', 'does not match the x4 output']),
     ('d={file},{file}', ['a_file', 'not a folder']),
+    ('d={tiny_gt},{tiny_lq}', ['tiny/lq/t.png', 'less --crop-border 4', 'too small to score']),
+    ('d={twin_gt},{lq}', ['twin/gt', 'a.bmp, a.png', 'differ only in extension']),
     ('just_a_folder', ['--dataset just_a_folder', 'NAME=GT_DIR,LQ_DIR']),
 ])
 def test_quality_dataset_mistakes(files, tmp_path, caplog, dataset, expected):
@@ -168,6 +174,9 @@ def test_quality_output_device_and_numbers(files, caplog, capsys):
     assert '--out' in message and 'a_file' in message and 'not a folder' in message
     message = error_message(run_quality('--method', 'bicubic', '--dataset', dataset, '--device', 'cuda:99'), caplog)
     assert message.startswith('--device cuda:99:') and 'not available' in message
+    for device in ('meta', 'mps'):  # torch's own errors (an mps build check, an AssertionError for xpu) were tracebacks
+        message = error_message(run_quality('--method', 'bicubic', '--dataset', dataset, '--device', device), caplog)
+        assert message.startswith(f'--device {device}:'), message
     for option, value in (('--crop-border', '-1'), ('--limit', '0'), ('--tile', '-16')):
         err = argument_error(run_quality('--method', 'bicubic', '--dataset', dataset, option, value), capsys)
         assert option in err and value in err

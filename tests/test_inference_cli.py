@@ -152,6 +152,33 @@ def test_image_io_round_trip_and_errors(tmp_path):
         write_image(tmp_path / 'x.jpg', restore_mode(image, record, scale=1))
 
 
+def test_a_grey_alpha_png_stays_grey_with_its_alpha(tmp_path):
+    """OpenCV decodes a grey + alpha PNG as BGRA: it used to go through as colour (and come out tinted RGBA)."""
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    grey, alpha = rng.integers(0, 256, (6, 5), dtype=np.uint8), rng.integers(0, 256, (6, 5), dtype=np.uint8)
+    Image.fromarray(np.stack([grey, alpha], axis=-1)).save(tmp_path / 'la.png')
+    image, record = read_image(tmp_path / 'la.png')
+    assert record.mode == 'LA' and record.bit_depth == 8
+    assert torch.equal(image[:, 0], image[:, 1]) and torch.equal(image[:, 1], image[:, 2])
+    np.testing.assert_allclose(image[0, 0].numpy(), grey / 255.0, atol=1e-6)
+    tinted = image.clone()
+    tinted[:, 0] += 0.02  # a colour cast from the network: the grey output is the channel mean
+    restored = restore_mode(tinted.clamp(0, 1), record, scale=1)
+    assert restored.shape == (1, 2, 6, 5)
+    write_image(tmp_path / 'out.png', restored)
+    with Image.open(tmp_path / 'out.png') as written:
+        assert written.mode == 'LA'
+        np.testing.assert_array_equal(np.asarray(written)[:, :, 1], alpha)
+    write_image(tmp_path / 'out16.png', restored, bit_depth=16)  # 16 bits: RGBA with equal colour channels
+    deep = cv2.imread(str(tmp_path / 'out16.png'), cv2.IMREAD_UNCHANGED)
+    assert deep.shape == (6, 5, 4) and (deep[:, :, 0] == deep[:, :, 2]).all()
+    assert output_path_for(Path('la.png'), tmp_path, suffix='out', ext='jpg', mode='LA', bit_depth=8).suffix == '.png'
+    rgba = np.dstack([rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), alpha])
+    cv2.imwrite(str(tmp_path / 'rgba.png'), rgba)
+    assert read_image(tmp_path / 'rgba.png')[1].mode == 'RGBA'
+
+
 @pytest.mark.parametrize('orientation', range(1, 9))
 def test_exif_orientation_is_applied_like_opencv(tmp_path, orientation):
     from PIL import Image
@@ -188,6 +215,29 @@ def test_an_output_path_that_is_a_file_and_a_bad_tile_batch_are_one_line_errors(
     assert "-o/--output '" in caplog.text and 'is an existing file, not a folder' in caplog.text
     assert (tmp_path / 'taken').read_text() == 'keep me'
     assert _run(options_file, '-i', str(tmp_path / 'in'), '--tile-batch', '0') == 2
+
+
+def test_an_output_folder_that_refuses_files_is_refused_before_any_image(options_file, tmp_path, caplog,
+                                                                         monkeypatch):
+    """A read-only (or immutable) existing folder used to be found only when the first result was written, after
+    the whole chain had run for every image (exit 1). Root ignores permissions here, so the refusal is emulated."""
+    import tempfile
+
+    import lpnsr_arch.cli_errors as cli_errors
+    _inputs(tmp_path / 'in')
+    locked = tmp_path / 'locked'
+    locked.mkdir()
+    temporary_file = tempfile.TemporaryFile
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == locked:
+            raise PermissionError(13, 'Permission denied')
+        return temporary_file(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(cli_errors.tempfile, 'TemporaryFile', refuse)
+    monkeypatch.setattr('lpnsr_arch.inference.process_files', lambda *a: pytest.fail('ran the images'))
+    assert _run(options_file, '-i', str(tmp_path / 'in'), '-o', str(locked)) == 2
+    assert f"-o/--output '{locked}': cannot write into the folder (Permission denied)" in caplog.text
 
 
 @pytest.mark.parametrize('orientation', [3, 6])

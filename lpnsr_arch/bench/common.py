@@ -261,7 +261,12 @@ def load_pairs(gt_dir: Optional[Path], lq_dir: Path, limit: Optional[int] = None
     if gt_dir is None:
         pairs = [ImagePair(p.stem, p) for p in lq_files]
     else:
-        gt_by_stem = {p.stem: p for p in _image_files(gt_dir)}
+        gt_files = _image_files(gt_dir)
+        gt_by_stem = {p.stem: p for p in gt_files}
+        if len(gt_by_stem) < len(gt_files):
+            shared = sorted({p.name for p in gt_files if sum(q.stem == p.stem for q in gt_files) > 1})
+            raise ValueError(f'{gt_dir}: GT files share a name and differ only in extension: {name_list(shared)} '
+                             '(which one is the GT is ambiguous)')
         pairs, unmatched = [], []
         for lq in lq_files:
             gt = gt_by_stem.get(lq.stem) or gt_by_stem.get(_LQ_SUFFIX.sub('', lq.stem))
@@ -277,33 +282,44 @@ def load_pairs(gt_dir: Optional[Path], lq_dir: Path, limit: Optional[int] = None
     return pairs[:limit] if limit else pairs
 
 
-def check_pairs(pairs: Sequence[ImagePair], scale: int = 4) -> None:
+SSIM_WINDOW = 11
+"""BasicSR's SSIM filters with an 11 x 11 Gaussian and keeps the valid part: a scored image needs more pixels per side
+after the border crop."""
+
+
+def check_pairs(pairs: Sequence[ImagePair], scale: int = 4, crop_border: int = 0) -> None:
     """Read every image of ``pairs`` once, before a run: :class:`~lpnsr_arch.imageio.ImageReadError` names a file
-    that is not a readable image, ``ValueError`` (:func:`check_gt_size`) a GT that is not ``scale`` x its LQ."""
+    that is not a readable image, ``ValueError`` (:func:`check_gt_size`) a GT that is not ``scale`` x its LQ, or a
+    pair whose output, less ``crop_border`` pixels on each side, is too small for SSIM."""
     for pair in pairs:
         lr01, _ = read_image(pair.lq)
+        sr_size = (lr01.shape[-2] * scale, lr01.shape[-1] * scale)
         if pair.gt is not None:
             gt01, _ = read_image(pair.gt)
-            check_gt_size(pair.gt, gt01.shape, (lr01.shape[-2] * scale, lr01.shape[-1] * scale), scale)
+            check_gt_size(pair.gt, gt01.shape, sr_size, scale)
+            if min(sr_size) - 2 * crop_border <= SSIM_WINDOW - 1:
+                raise ValueError(f'{pair.lq}: its x{scale} output {sr_size} less --crop-border {crop_border} on each '
+                                 f'side is too small to score (SSIM needs more than {SSIM_WINDOW - 1} px per side)')
 
 
-def load_dataset(text: str, limit: Optional[int] = None, scale: int = 4) -> Tuple[str, List[ImagePair]]:
+def load_dataset(text: str, limit: Optional[int] = None, scale: int = 4,
+                 crop_border: int = 0) -> Tuple[str, List[ImagePair]]:
     """``NAME=GT_DIR,LQ_DIR`` -> (name, its checked pairs): :func:`parse_dataset`, :func:`load_pairs`,
     :func:`check_pairs`."""
     name, gt_dir, lq_dir = parse_dataset(text)
     pairs = load_pairs(gt_dir, lq_dir, limit)
-    check_pairs(pairs, scale)
+    check_pairs(pairs, scale, crop_border)
     return name, pairs
 
 
-def load_datasets(texts: Sequence[str], limit: Optional[int] = None,
-                  scale: int = 4) -> List[Tuple[str, List[ImagePair]]]:
+def load_datasets(texts: Sequence[str], limit: Optional[int] = None, scale: int = 4,
+                  crop_border: int = 0) -> List[Tuple[str, List[ImagePair]]]:
     """Every ``--dataset`` argument, loaded and checked (:func:`load_dataset`) before any method runs; a mistake is
     one ERROR line naming the argument and the file, and ``SystemExit(2)``."""
     datasets = []
     for text in texts:
         with user_errors(logger, f'--dataset {text}: '):
-            datasets.append(load_dataset(text, limit, scale))
+            datasets.append(load_dataset(text, limit, scale, crop_border))
     return datasets
 
 

@@ -94,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
     """Run the benchmark and return its table; a user mistake is one ERROR line and ``SystemExit(2)``."""
     args, device = parse_run_arguments(build_parser(), argv)
     seeds = [args.seed_offset + i for i in range(args.seeds)]
-    datasets = load_datasets(args.dataset, args.limit)
+    datasets = load_datasets(args.dataset, args.limit, crop_border=args.crop_border)
     specs = parse_methods(args.pipeline, option='--pipeline', kind='lpnsr')
     table = Table(title=f'consistency over {args.seeds} seeds ({args.precision}, {device})',
                   notes=['pixel_std: per-pixel std across seeds in 8-bit levels (population std, ddof 0), '

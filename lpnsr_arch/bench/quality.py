@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> Table:
     """Run the benchmark and return its table; a user mistake is one ERROR line and ``SystemExit(2)``."""
     args, device = parse_run_arguments(build_parser(), argv)
-    datasets = load_datasets(args.dataset, args.limit)
+    datasets = load_datasets(args.dataset, args.limit, crop_border=args.crop_border)
     specs = parse_methods(args.method)
     table = Table(title=f'quality (Y channel, crop {args.crop_border}, seed {args.seed}, {args.precision}, {device})',
                   notes=[lpips_note()])
