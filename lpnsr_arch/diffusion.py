@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lpnsr_arch.messages import integer_at_least
+from lpnsr_arch.messages import from_option_block, integer_at_least
 
 __all__ = [
     'DiffusionConfig', 'ResShiftDiffusion', 'exponential_sqrt_etas', 'NormalDraws', 'NoiseSource', 'GaussianNoise',
@@ -98,12 +98,7 @@ class DiffusionConfig:
     @classmethod
     def from_dict(cls, opt: Optional[Dict]) -> 'DiffusionConfig':
         """Build from an options dict; an unknown key raises a ``KeyError`` naming it."""
-        opt = dict(opt or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(opt) - known)
-        if unknown:
-            raise KeyError(f'unknown diffusion option(s) {unknown}; expected a subset of {sorted(known)}')
-        return cls(**opt)
+        return from_option_block(cls, opt, 'diffusion')
 
 
 # --------------------------------------------------------------------------------------------------------------

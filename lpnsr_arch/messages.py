@@ -1,12 +1,15 @@
 """Wording shared by error and log messages, and the value check behind the most common of them."""
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from typing import Sequence
+from typing import Mapping, Optional, Sequence, Type, TypeVar
 
 import torch
 
-__all__ = ['name_list', 'integer_at_least']
+__all__ = ['name_list', 'integer_at_least', 'from_option_block']
+
+Block = TypeVar('Block')
 
 
 def name_list(names: Sequence[str], shown: int = 5) -> str:
@@ -25,3 +28,14 @@ def integer_at_least(value: object, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
     return int(value)
+
+
+def from_option_block(cls: Type[Block], opt: Optional[Mapping], block: str) -> Block:
+    """The dataclass ``cls`` built from an options block (``None``: the defaults); a key that is not one of its
+    fields raises ``KeyError('unknown <block> option(s) [...]; expected a subset of [...]')``."""
+    opt = dict(opt or {})
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(opt) - known)
+    if unknown:
+        raise KeyError(f'unknown {block} option(s) {unknown}; expected a subset of {sorted(known)}')
+    return cls(**opt)

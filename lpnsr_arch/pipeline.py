@@ -22,7 +22,7 @@ import difflib
 import logging
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.color import adain_color_fix, wavelet_color_fix
 from lpnsr_arch.diffusion import DiffusionConfig, GaussianNoise, LearnedNoise, ResShiftDiffusion
-from lpnsr_arch.messages import integer_at_least
+from lpnsr_arch.messages import from_option_block, integer_at_least
 from lpnsr_arch.tiling import Tile, process_tiled
 from lpnsr_arch.weights import REPO_ROOT, load_network_from_options, resolve_checkpoint  # noqa: F401  (REPO_ROOT re-exported)
 
@@ -248,12 +248,7 @@ class InferenceDefaults:
     @classmethod
     def from_dict(cls, opt: Optional[Mapping]) -> 'InferenceDefaults':
         """Build from the ``inference:`` options block; an unknown key raises a ``KeyError`` naming it."""
-        opt = dict(opt or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(opt) - known)
-        if unknown:
-            raise KeyError(f'unknown inference option(s) {unknown}; expected a subset of {sorted(known)}')
-        return cls(**opt)
+        return from_option_block(cls, opt, 'inference')
 
 
 def _yaml_problem(error: Exception) -> str:
@@ -659,6 +654,6 @@ def _build_and_load(name: str, block: Mapping, path_opt: Mapping) -> nn.Module:
         net = build_network(dict(block))
     except TypeError as error:  # a misspelt or unknown argument of the network class
         raise TypeError(f'options: network_{name}: {error}') from error
-    if load_network_from_options(net, path_opt, name) is None:
+    if load_network_from_options(net, path_opt, name, log=logger) is None:
         logger.info(f'network_{name} ({block["type"]}): no checkpoint, random/weight-free initialisation')
     return net.eval().requires_grad_(False)

@@ -219,14 +219,16 @@ def load_pretrained(net: nn.Module, path: Union[str, os.PathLike], *, param_key:
 
 
 def load_network_from_options(net: nn.Module, path_opt: Optional[Mapping], name: str, *,
-                              default_param_key: str = 'auto', param_key: Optional[str] = None) -> Optional[Path]:
+                              default_param_key: str = 'auto', param_key: Optional[str] = None,
+                              log: Optional[logging.Logger] = None) -> Optional[Path]:
     """Load ``path.pretrain_network_<name>`` of an options file into ``net``: the one way every options-driven load
     (training models, inference pipeline, benchmarks) reads a checkpoint.
 
     The file is found by :func:`resolve_checkpoint` (current folder, then the repository) and read by
     :func:`load_pretrained` with ``param_key`` (default: ``path.param_key_<name>``, else ``default_param_key``) and
-    ``strict`` = ``path.strict_load_<name>`` (default true). Returns the file loaded, or ``None`` when the option is
-    absent or empty (``net`` is left as it is).
+    ``strict`` = ``path.strict_load_<name>`` (default true). ``log`` (default: this module's logger) gets one line
+    naming the file and the entry (a training model passes BasicSR's, so the line is in the run's log). Returns the
+    file loaded, or ``None`` when the option is absent or empty (``net`` is left as it is).
     """
     path_opt = path_opt or {}
     value = path_opt.get(f'pretrain_network_{name}')
@@ -235,7 +237,7 @@ def load_network_from_options(net: nn.Module, path_opt: Optional[Mapping], name:
     checkpoint = resolve_checkpoint(f'pretrain_network_{name}', value)
     param_key = param_key or path_opt.get(f'param_key_{name}', default_param_key)
     load_pretrained(net, checkpoint, param_key=param_key, strict=path_opt.get(f'strict_load_{name}', True))
-    logger.info(f'Loaded network_{name} ({type(net).__name__}) from {checkpoint} [{param_key}]')
+    (log or logger).info(f'Loaded network_{name} ({type(net).__name__}) from {checkpoint} [{param_key}]')
     return checkpoint
 
 

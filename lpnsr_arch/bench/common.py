@@ -34,7 +34,7 @@ from lpnsr_arch.cli_errors import (BUILD_ERRORS, non_negative_int, positive_int,
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, read_image
 from lpnsr_arch.inference import resolve_device
 from lpnsr_arch.messages import name_list
-from lpnsr_arch.pipeline import PIPELINE_NETWORKS, LPNSRPipeline, load_options
+from lpnsr_arch.pipeline import PIPELINE_NETWORKS, PRECISIONS, LPNSRPipeline, load_options
 
 __all__ = [
     'Method', 'ImagePair', 'parse_method', 'build_method', 'load_pairs', 'parse_dataset', 'to_bgr255',
@@ -94,7 +94,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_req
     if tile:
         parser.add_argument('--tile', type=non_negative_int, default=None, help='LPNSR LR tile override (0: off)')
     if precision:
-        parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32')
+        parser.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, ...')
     parser.add_argument('--out', type=Path, required=out_required, default=None, help=out_help)
 

@@ -33,7 +33,7 @@ from lpnsr_arch.bench.common import (Table, add_run_arguments, finite_mean, fini
                                      to_bgr255)
 from lpnsr_arch.cli_errors import ArgumentParser, int_at_least, non_negative_int, positive_int
 from lpnsr_arch.imageio import read_image
-from lpnsr_arch.pipeline import LPNSRPipeline
+from lpnsr_arch.pipeline import NOISE_KINDS, LPNSRPipeline
 
 __all__ = ['image_consistency', 'main']
 
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--pipeline', action='append', required=True,
                         help='LPNSR options file or @PRESET (official/small/tiny); repeat for several')
     parser.add_argument('--dataset', action='append', required=True, help='NAME=GT_DIR,LQ_DIR (GT_DIR may be empty)')
-    parser.add_argument('--noise', nargs='+', choices=('learned', 'gaussian'), default=['learned', 'gaussian'])
+    parser.add_argument('--noise', nargs='+', choices=NOISE_KINDS, default=list(NOISE_KINDS))
     parser.add_argument('--seeds', type=int_at_least(2), default=5,
                         help='seeds per image, at least 2 (0 .. N-1 plus --seed-offset)')
     parser.add_argument('--seed-offset', type=int, default=0)

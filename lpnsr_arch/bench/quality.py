@@ -25,6 +25,7 @@ from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, finite_me
                                      to_bgr255)
 from lpnsr_arch.cli_errors import ArgumentParser, non_negative_int, positive_int
 from lpnsr_arch.imageio import read_image
+from lpnsr_arch.pipeline import NOISE_KINDS
 
 __all__ = ['score_images', 'summarise', 'evaluate', 'main']
 
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--limit', type=positive_int, default=None, help='at most this many images per dataset')
     parser.add_argument('--crop-border', type=non_negative_int, default=4)
     parser.add_argument('--seed', type=int, default=12345, help='seed of the stochastic methods')
-    parser.add_argument('--noise', choices=('learned', 'gaussian'), default=None, help='LPNSR noise override')
+    parser.add_argument('--noise', choices=NOISE_KINDS, default=None, help='LPNSR noise override')
     add_run_arguments(parser, out_help='folder for quality.csv / .json and quality_per_image.csv / .json')
     return parser
 

@@ -45,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lpnsr_arch.bench.common import Table, add_run_arguments, parse_run_arguments, report
 from lpnsr_arch.bench.presets import preset_options
 from lpnsr_arch.cli_errors import ArgumentParser, non_negative_int, positive_int, user_errors
+from lpnsr_arch.models.diffusion_base_model import AMP_DTYPES
 from lpnsr_arch.models.lpnsr_model import LPNSRModel
 from lpnsr_arch.pipeline import LPNSRPipeline, lr_size_multiple
 from lpnsr_arch.tiling import count_tiles
@@ -233,7 +234,7 @@ def _reset_peak_memory(device: torch.device) -> None:
 # --------------------------------------------------------------------------------------------------------------
 # The training step of the noise-predictor stage (LPNSRModel.optimize_parameters)
 # --------------------------------------------------------------------------------------------------------------
-AMP_MODES = ('none', 'bf16', 'fp16')
+AMP_MODES = tuple(AMP_DTYPES)
 ADAMW_IMPLEMENTATIONS = ('foreach', 'fused')
 OFFICIAL_TRAIN_LR = 5e-5
 """``train.optim_g.lr`` of ``options/train_lpnsr_x4.yml`` (the official recipe)."""

@@ -255,7 +255,7 @@ class DiffusionSRModel(SRModel):
         """
         net = build_network(self.opt[key])
         net.to(self.device)
-        if load_network_from_options(net, self.opt.get('path'), key[len('network_'):]) is None and any(
+        if load_network_from_options(net, self.opt.get('path'), key[len('network_'):], log=self.logger) is None and any(
                 True for _ in net.parameters()):
             self.logger.warning(f'{key} ({type(net).__name__}) has parameters but no path.pretrain_{key}: '
                                 'it stays frozen at its random initialisation')
@@ -267,7 +267,7 @@ class DiffusionSRModel(SRModel):
         """Load ``path.pretrain_<key>`` into a trained network (``param_key_<name>``, default ``default_param_key``
         when the checkpoint has it, else the checkpoint's own layout: official flat files load as they are)."""
         load_network_from_options(self.get_bare_model(net), self.opt.get('path'), key[len('network_'):],
-                                  default_param_key=default_param_key)
+                                  default_param_key=default_param_key, log=self.logger)
 
     def init_ema(self) -> None:
         """Build ``net_g_ema`` (``train.ema_decay`` > 0): a copy of ``net_g``, then ``params_ema`` of
@@ -279,7 +279,7 @@ class DiffusionSRModel(SRModel):
         self.logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
         self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
         self.model_ema(0)
-        load_network_from_options(self.net_g_ema, self.opt.get('path'), 'g', param_key='params_ema')
+        load_network_from_options(self.net_g_ema, self.opt.get('path'), 'g', param_key='params_ema', log=self.logger)
         self.net_g_ema.requires_grad_(False)
         self.net_g_ema.eval()
 
