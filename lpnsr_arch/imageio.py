@@ -175,6 +175,7 @@ def write_image(path: str | Path, image01: Tensor, bit_depth: int = 8) -> None:
     max_value, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
     array = image01[0].detach().float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy()
     array = np.round(array * max_value).astype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if array.shape[2] == 2:
         if bit_depth == 8 and suffix == '.png':
             _write_grey_alpha_png(path, array)
@@ -186,7 +187,6 @@ def write_image(path: str | Path, image01: Tensor, bit_depth: int = 8) -> None:
         array = array[:, :, [2, 1, 0, 3]]
     else:
         array = array[:, :, 0]
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         ok, encoded = cv2.imencode(path.suffix or '.png', np.ascontiguousarray(array))
     except cv2.error as err:  # e.g. alpha in a PPM file

@@ -104,7 +104,7 @@ def resolve_device(name: str) -> torch.device:
         raise RuntimeError(f'{name} holds no data: images cannot be processed on it')
     try:
         torch.zeros(1, device=device)
-    except (RuntimeError, AssertionError) as error:  # e.g. "PyTorch is not linked with support for mps devices"
+    except (RuntimeError, AssertionError, ImportError) as error:  # e.g. "PyTorch is not linked with support for mps"
         reason = str(error).strip() or type(error).__name__
         raise RuntimeError(f'{name} is not usable with this PyTorch build ({reason})') from None
     return device

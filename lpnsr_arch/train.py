@@ -10,9 +10,10 @@ Usage (from the repository root; experiments/ and tb_logger/ are written there):
 from __future__ import annotations
 
 import logging
+import os
 import os.path as osp
 import sys
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional
 
 REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if __package__ in (None, ''):
@@ -36,9 +37,18 @@ def _opt_path(argv: List[str]) -> str:
     return next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == '-opt'), 'options')
 
 
-def read_options_as_basicsr(argv: List[str]) -> Optional[Tuple[str, dict, str]]:
+class BasicSRRun(NamedTuple):
+    """What a BasicSR command line asks for: the ``-opt`` file, its options (overrides applied), ``--launcher`` and
+    ``--auto_resume``."""
+    path: str
+    opt: dict
+    launcher: str
+    auto_resume: bool
+
+
+def read_options_as_basicsr(argv: List[str]) -> Optional[BasicSRRun]:
     """The options BasicSR will run with: the ``-opt`` file with the ``--force_yml key:key=value`` overrides applied
-    (as BasicSR's ``parse_options``). Returns ``(path, options, launcher)``, or ``None`` when there is no readable
+    (as BasicSR's ``parse_options``). Returns a :class:`BasicSRRun`, or ``None`` when there is no readable
     ``-opt`` file (BasicSR reports that itself). Raises ``yaml.YAMLError`` for a malformed file and ``KeyError``
     naming an override whose key does not exist."""
     import argparse
@@ -50,6 +60,7 @@ def read_options_as_basicsr(argv: List[str]) -> Optional[Tuple[str, dict, str]]:
     parser.add_argument('-opt')
     parser.add_argument('--launcher', default='none')
     parser.add_argument('--force_yml', nargs='+')
+    parser.add_argument('--auto_resume', action='store_true')
     args, _ = parser.parse_known_args(argv)
     if not args.opt or not osp.isfile(args.opt):
         return None
@@ -68,13 +79,23 @@ def read_options_as_basicsr(argv: List[str]) -> Optional[Tuple[str, dict, str]]:
         if not isinstance(block, dict):
             raise KeyError(f"--force_yml {entry}: {':'.join(parents)} is not a block of options")
         block[last] = _postprocess_yml_value(value.strip())
-    return args.opt, opt, args.launcher
+    return BasicSRRun(args.opt, opt, args.launcher, args.auto_resume)
 
 
-def check_options_before_start(pipeline_name: str, argv: List[str]) -> None:
+def will_resume(run: BasicSRRun, root_path: str) -> bool:
+    """Whether BasicSR will resume: ``path.resume_state`` is set, or ``--auto_resume`` finds a ``*.state`` file in
+    ``<root_path>/experiments/<name>/training_states`` (BasicSR's rule)."""
+    if (run.opt.get('path') or {}).get('resume_state'):
+        return True
+    states = osp.join(root_path, 'experiments', str(run.opt.get('name')), 'training_states')
+    return run.auto_resume and osp.isdir(states) and any(name.endswith('.state') for name in os.listdir(states))
+
+
+def check_options_before_start(pipeline_name: str, argv: List[str], root_path: str = REPO_ROOT) -> None:
     """Check what BasicSR would only find after creating the experiment (or results) folder, and renaming an
     earlier one of the same name to ``*_archived_*``: for a model class with a ``check_options`` (the diffusion
-    models), its options; for this plugin's models, that each ``path.pretrain_network_*`` file exists; then the
+    models), its options; for this plugin's models, that each ``path.pretrain_network_*`` file exists (when resuming,
+    only those of ``path.ignore_resume_networks``: BasicSR loads the run's own files for the others); then the
     ``datasets`` block (:func:`lpnsr_arch.data.sources.check_dataset_options`:
     phases, registered types, folders, LMDBs, meta-info files). Raises an error whose message names the key."""
     import torch
@@ -84,10 +105,10 @@ def check_options_before_start(pipeline_name: str, argv: List[str]) -> None:
     from lpnsr_arch.data.sources import check_dataset_options
     from lpnsr_arch.weights import resolve_checkpoint
 
-    read = read_options_as_basicsr(argv)
-    if read is None:
+    run = read_options_as_basicsr(argv)
+    if run is None:
         return
-    _, opt, launcher = read
+    opt, launcher = run.opt, run.launcher
     is_train = pipeline_name == 'train_pipeline'
     model_type = opt.get('model_type')
     model_class = {name: cls for name, cls in MODEL_REGISTRY}.get(model_type) if isinstance(model_type, str) else None
@@ -97,9 +118,15 @@ def check_options_before_start(pipeline_name: str, argv: List[str]) -> None:
         num_gpu = torch.cuda.device_count() if num_gpu == 'auto' else num_gpu  # as BasicSR's parse_options
         check(dict(opt, is_train=is_train, dist=launcher != 'none', num_gpu=num_gpu))
     if model_class is not None and model_class.__module__.startswith('lpnsr_arch.'):  # they load through weights
-        for key, value in (opt.get('path') or {}).items():
-            if key.startswith('pretrain_network_') and value is not None:
-                resolve_checkpoint(key, value)
+        path_opt = opt.get('path') or {}
+        resumed_from_run = is_train and will_resume(run, root_path)
+        for key, value in path_opt.items():
+            if not key.startswith('pretrain_network_') or value is None:
+                continue
+            if resumed_from_run and f'network_{key[len("pretrain_network_"):]}' not in (
+                    path_opt.get('ignore_resume_networks') or []):
+                continue
+            resolve_checkpoint(key, value)
     check_dataset_options(opt.get('datasets'), is_train=is_train)
     train_set = (opt.get('datasets') or {}).get('train') or {}
     if is_train and str(train_set.get('type', '')).endswith('RealESRGANDataset'):  # pairs degraded in the model
@@ -121,7 +148,7 @@ def run_basicsr_pipeline(pipeline_name: str, argv: Optional[List[str]], root_pat
     args = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(format='%(levelname)s %(message)s')  # for the ERROR line; BasicSR's logger is its own
     with user_errors(logger, f'{_opt_path(args)}: ', USER_ERRORS + (yaml.YAMLError,)):
-        check_options_before_start(pipeline_name, args)
+        check_options_before_start(pipeline_name, args, osp.abspath(root_path or REPO_ROOT))
     saved_argv = sys.argv
     sys.argv = [pipeline_name, *args]
     try:

@@ -262,3 +262,22 @@ def test_the_training_crop_size_is_read_from_either_key_and_both_must_agree() ->
         training_gt_size({'datasets': {'train': {}}})
     with pytest.raises(ValueError, match='positive integer'):
         training_gt_size({'gt_size': '64'})
+
+
+def test_scans_follow_symlinked_folders_skip_hidden_files_and_lmdb_ignores_meta_info(hr_folder: Path,
+                                                                                      tmp_path: Path) -> None:
+    """As BasicSR's scandir: a folder of links (a DF2K made of DIV2K and Flickr2K) is scanned through, and macOS
+    ``._*`` files are not images. An LMDB reads its own meta_info.txt: a leftover ``meta_info`` is not checked."""
+    from lpnsr_arch.data.sources import check_data_sources, scan_image_folder
+    linked = tmp_path / 'df2k'
+    linked.mkdir()
+    (linked / 'div2k').symlink_to(hr_folder, target_is_directory=True)
+    (linked / '._x.png').write_bytes(b'AppleDouble')
+    assert scan_image_folder(str(linked)) == [f'div2k/{name}' for name in sorted(os.listdir(hr_folder))]
+    check_data_sources({'name': 'links', 'dataroot_gt': str(linked), 'io_backend': {'type': 'disk'}})
+    lmdb_path = tmp_path / 'hr.lmdb'
+    names = sorted(os.listdir(hr_folder))
+    make_lmdb_from_imgs(str(hr_folder), str(lmdb_path), names, [os.path.splitext(n)[0] for n in names])
+    check_data_sources({'name': 'l', 'dataroot_gt': str(lmdb_path), 'meta_info': 'leftover/meta_info.txt',
+                        'io_backend': {'type': 'lmdb'}})
+    check_data_sources({'name': 'm', 'dataroot_gt': str(tmp_path / 'nowhere'), 'io_backend': {'type': 'memcached'}})

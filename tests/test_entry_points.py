@@ -203,3 +203,24 @@ def test_the_checks_before_the_start_see_force_yml_and_cover_test_py(tmp_path: P
         test_entry.main(['-opt', write_recipe(test_opt, tmp_path / 'test.yml')], root_path=str(tmp_path))
     assert 'datasets.test_1: dataroot_lq' in caplog.text and 'lqq' in caplog.text
     assert not (tmp_path / 'results').exists() and not (tmp_path / 'experiments').exists()
+
+
+def test_a_resumed_run_does_not_need_the_checkpoints_it_was_started_from(tmp_path: Path) -> None:
+    """BasicSR's resume replaces pretrain_network_* by the run's own files (except the ignored, frozen networks):
+    a start file that has since moved must not stop --auto_resume; without a state to resume it is still needed."""
+    folders = write_images(tmp_path)
+    recipe = tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', folders, name='resumed')
+    recipe['path'] = dict(recipe.get('path') or {}, pretrain_network_g=str(tmp_path / 'moved' / 'net_g.pth'))
+    options = write_recipe(recipe, tmp_path / 'resume.yml')
+    with pytest.raises(FileNotFoundError, match='pretrain_network_g'):
+        train_entry.check_options_before_start('train_pipeline', ['-opt', options, '--auto_resume'], str(tmp_path))
+    states = tmp_path / 'experiments' / 'resumed' / 'training_states'
+    states.mkdir(parents=True)
+    (states / '4.state').write_bytes(b'')
+    train_entry.check_options_before_start('train_pipeline', ['-opt', options, '--auto_resume'], str(tmp_path))
+    with pytest.raises(FileNotFoundError, match='pretrain_network_g'):  # no --auto_resume: a fresh start
+        train_entry.check_options_before_start('train_pipeline', ['-opt', options], str(tmp_path))
+    recipe['path']['ignore_resume_networks'] = ['network_g']
+    options = write_recipe(recipe, tmp_path / 'resume_ignored.yml')
+    with pytest.raises(FileNotFoundError, match='pretrain_network_g'):  # an ignored network keeps its start file
+        train_entry.check_options_before_start('train_pipeline', ['-opt', options, '--auto_resume'], str(tmp_path))

@@ -166,8 +166,8 @@ def test_a_grey_alpha_png_stays_grey_with_its_alpha(tmp_path):
     tinted[:, 0] += 0.02  # a colour cast from the network: the grey output is the channel mean
     restored = restore_mode(tinted.clamp(0, 1), record, scale=1)
     assert restored.shape == (1, 2, 6, 5)
-    write_image(tmp_path / 'out.png', restored)
-    with Image.open(tmp_path / 'out.png') as written:
+    write_image(tmp_path / 'new' / 'out.png', restored)  # parent folders are created on this path too
+    with Image.open(tmp_path / 'new' / 'out.png') as written:
         assert written.mode == 'LA'
         np.testing.assert_array_equal(np.asarray(written)[:, :, 1], alpha)
     write_image(tmp_path / 'out16.png', restored, bit_depth=16)  # 16 bits: RGBA with equal colour channels

@@ -20,24 +20,29 @@ LMDB_FILES = ('data.mdb', 'meta_info.txt')
 """What BasicSR's ``lmdb_util`` writes into an ``*.lmdb`` folder and its LMDB backend reads."""
 
 
-def _image_paths(folder: str) -> Iterator[str]:
-    """Paths of the images under ``folder`` relative to it (recursive, any case of the extension), in walk order."""
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
+def _file_paths(folder: str, *, images_only: bool = True) -> Iterator[str]:
+    """Paths of the files under ``folder`` relative to it, in walk order: recursive, into symlinked folders too (as
+    BasicSR's ``scandir``: a DF2K folder is often links to DIV2K and Flickr2K), hidden names skipped (as ``scandir``:
+    e.g. macOS ``._*`` files); ``images_only``: extensions of :data:`lpnsr_arch.imageio.IMAGE_EXTENSIONS` in any
+    case."""
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(name for name in dirs if not name.startswith('.'))
         for name in sorted(files):
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            if name.startswith('.'):
+                continue
+            if not images_only or os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 yield os.path.relpath(os.path.join(root, name), folder)
 
 
 def scan_image_folder(folder: str) -> List[str]:
-    """Relative paths of every image under ``folder`` (recursive, sorted; extensions of
-    :data:`lpnsr_arch.imageio.IMAGE_EXTENSIONS` in any case)."""
-    return sorted(_image_paths(folder))
+    """Relative paths of every image under ``folder`` (see :func:`_file_paths`), sorted."""
+    return sorted(_file_paths(folder))
 
 
-def folder_has_image(folder: str) -> bool:
-    """Whether ``folder`` holds at least one image (stops at the first: cheap on a large dataset)."""
-    return next(_image_paths(folder), None) is not None
+def folder_has_image(folder: str, *, images_only: bool = True) -> bool:
+    """Whether ``folder`` holds at least one image (``images_only=False``: any file); stops at the first, so it is
+    cheap on a large dataset."""
+    return next(_file_paths(folder, images_only=images_only), None) is not None
 
 
 def _check_lmdb(path: str, where: str) -> None:
@@ -52,15 +57,16 @@ def _check_lmdb(path: str, where: str) -> None:
             raise ValueError(f"{where}: LMDB '{path}' is empty (meta_info.txt lists no image)")
 
 
-def check_data_sources(opt: Mapping, *, where: str = '') -> None:
+def check_data_sources(opt: Mapping, *, where: str = '', images_only: bool = True) -> None:
     """Raise an error naming the key and the path when a dataset block cannot provide images.
 
     ``opt``: one ``datasets.<phase>`` block. Every ``dataroot_*`` must be an existing folder: with
     ``io_backend.type: lmdb`` an ``*.lmdb`` folder holding ``data.mdb`` and a non-empty ``meta_info.txt``; with
-    ``disk`` and no meta-info file, a folder holding at least one image. Every ``meta_info`` / ``meta_info_file``
-    given must be an existing file. Relative paths are read from the current folder (BasicSR's rule).
-    ``where`` prefixes the messages (default ``dataset '<name>'``). Raises ``KeyError``, ``FileNotFoundError``,
-    ``NotADirectoryError`` or ``ValueError``.
+    ``disk`` and no meta-info file, a folder holding at least one image (``images_only=False``: one file, as
+    BasicSR's folder datasets take any file), and every ``meta_info`` / ``meta_info_file`` given must be an existing
+    file (an LMDB reads its own). Other backends (``memcached``) are not checked. Relative paths are read from the
+    current folder (BasicSR's rule). ``where`` prefixes the messages (default ``dataset '<name>'``). Raises
+    ``KeyError``, ``FileNotFoundError``, ``NotADirectoryError`` or ``ValueError``.
     """
     where = where or f"dataset '{opt.get('name', '?')}'"
     backend = opt.get('io_backend')
@@ -69,8 +75,10 @@ def check_data_sources(opt: Mapping, *, where: str = '') -> None:
     roots = {key: value for key, value in opt.items() if key.startswith('dataroot_') and value is not None}
     if not roots:
         raise KeyError(f'{where}: no dataroot_* option (e.g. dataroot_gt) names the images')
+    if backend['type'] not in ('disk', 'lmdb'):
+        return
     meta_keys = [key for key in ('meta_info', 'meta_info_file') if opt.get(key) is not None]
-    for key in meta_keys:
+    for key in meta_keys if backend['type'] == 'disk' else ():
         if not os.path.isfile(os.path.expanduser(str(opt[key]))):
             raise FileNotFoundError(f"{where}: {key} '{opt[key]}' does not exist (relative paths are read from "
                                     f"{os.getcwd()})")
@@ -83,11 +91,9 @@ def check_data_sources(opt: Mapping, *, where: str = '') -> None:
             raise NotADirectoryError(f"{where}: {key} '{root}' is a file, not a folder")
         if backend['type'] == 'lmdb':
             _check_lmdb(root, f'{where}: {key}')
-        elif backend['type'] == 'disk':
-            if not meta_keys and not folder_has_image(root):
-                raise ValueError(f"{where}: {key} '{root}' holds no image ({', '.join(IMAGE_EXTENSIONS)})")
-        else:
-            raise ValueError(f"{where}: io_backend.type must be 'disk' or 'lmdb', got '{backend['type']}'")
+        elif not meta_keys and not folder_has_image(root, images_only=images_only):
+            what = f"no image ({', '.join(IMAGE_EXTENSIONS)})" if images_only else 'no file'
+            raise ValueError(f"{where}: {key} '{root}' holds {what}")
 
 
 def check_dataset_options(datasets: object, *, is_train: bool) -> None:
@@ -111,4 +117,5 @@ def check_dataset_options(datasets: object, *, is_train: bool) -> None:
             close = difflib.get_close_matches(str(dataset_type), registered, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else f'; registered: {", ".join(registered)}'
             raise KeyError(f"{where}.type: no dataset named '{dataset_type}' is registered{hint}")
-        check_data_sources(block, where=where)
+        # this plugin's dataset scans for images; BasicSR's folder datasets take every file
+        check_data_sources(block, where=where, images_only=dataset_type == 'LPNSRRealESRGANDataset')
