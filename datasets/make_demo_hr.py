@@ -15,53 +15,17 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
-import cv2
 import numpy as np
-from skimage import data as skimage_data
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 from lpnsr_arch.cli_errors import (ArgumentParser, non_negative_int, positive_int, prepare_output_folder,  # noqa: E402
                                    user_errors)
+from lpnsr_arch.data.sample_photos import (BUNDLED_IMAGES, DEFAULT_IMAGES, check_image_names,  # noqa: E402
+                                           load_bundled_rgb, write_rgb_png)
 
 LOGGER = logging.getLogger('make_demo_hr')
-
-#: Bundled scikit-image photographs (RGB, or grayscale stacked to 3 channels), by name.
-BUNDLED_IMAGES: Dict[str, Callable[[], np.ndarray]] = {
-    'astronaut': skimage_data.astronaut,
-    'coffee': skimage_data.coffee,
-    'chelsea': skimage_data.chelsea,
-    'rocket': skimage_data.rocket,
-    'hubble_deep_field': skimage_data.hubble_deep_field,
-    'immunohistochemistry': skimage_data.immunohistochemistry,
-    'retina': skimage_data.retina,
-    'motorcycle': lambda: skimage_data.stereo_motorcycle()[0],
-    'camera': skimage_data.camera,
-    'brick': skimage_data.brick,
-    'grass': skimage_data.grass,
-    'gravel': skimage_data.gravel,
-}
-DEFAULT_IMAGES = ('astronaut', 'coffee', 'chelsea', 'rocket')
-
-
-def check_image_names(names: List[str]) -> None:
-    """``ValueError`` for an empty list, ``KeyError`` naming the names that are not bundled images."""
-    if not names:
-        raise ValueError('--images is empty')
-    unknown = [name for name in names if name not in BUNDLED_IMAGES]
-    if unknown:
-        raise KeyError(f"--images: unknown image(s) {', '.join(unknown)}; available: "
-                       f"{', '.join(sorted(BUNDLED_IMAGES))}")
-
-
-def load_bundled_rgb(name: str) -> np.ndarray:
-    """Bundled image ``name`` as (H,W,3) uint8 RGB."""
-    check_image_names([name])
-    img = np.asarray(BUNDLED_IMAGES[name]())
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    return np.ascontiguousarray(img[..., :3]).astype(np.uint8)
 
 
 def check_crop_fits(img: np.ndarray, *, count: int, size: int, name: str) -> None:
@@ -91,11 +55,6 @@ def load_demo_images(*, out: str, images: List[str], crops_per_image: int, crop_
         check_crop_fits(img, count=crops_per_image, size=crop_size, name=name)
     prepare_output_folder(out, '--out')
     return loaded
-
-
-def write_rgb_png(path: str, img: np.ndarray) -> None:
-    if not cv2.imwrite(path, cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-        raise IOError(f"could not write '{path}'")
 
 
 def make_demo_hr(*, out: str, images: List[str], crops_per_image: int, crop_size: int, keep_full: bool,

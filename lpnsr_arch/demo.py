@@ -21,18 +21,18 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import cv2
-import numpy as np
 
 from lpnsr_arch.bench import compare_sheet, quality
 from lpnsr_arch.cli_errors import user_errors
+from lpnsr_arch.data.sample_photos import (BUNDLED_IMAGES, DEFAULT_IMAGES, check_image_names, load_bundled_rgb,
+                                           write_rgb_png)
 from lpnsr_arch.data.test_pairs import make_test_pairs
 from lpnsr_arch.inference import main as inference_main
 from lpnsr_arch.weights import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-DEMO_IMAGES = ('astronaut', 'coffee', 'chelsea', 'rocket')
+DEMO_IMAGES = DEFAULT_IMAGES
 LPNSR_OPTIONS = 'options/demo/inference_lpnsr_demo.yml'
 RRDBNET_OPTIONS = 'options/demo/test_rrdbnet_upsampler_demo.yml'
 DEGRADATION_RECIPE = 'options/demo_model/01_upsampler_rrdbnet.yml'
@@ -40,26 +40,15 @@ WEIGHTS = ('weights/demo/upsampler_rrdbnet.safetensors', 'weights/demo/denoiser_
            'weights/demo/noise_predictor_lpnsr.safetensors')
 
 
-def check_photo_names(names: Sequence[str]) -> None:
-    """``ValueError`` naming a name that ``skimage.data`` does not have."""
-    import skimage.data
-    unknown = [name for name in names if not callable(getattr(skimage.data, name, None))]
-    if unknown:
-        raise ValueError(f'--images: skimage.data has no image {unknown}')
-
-
 def write_sample_photos(out: Path, names: Sequence[str]) -> List[Path]:
-    """Save ``skimage.data.<name>()`` RGB photos as PNG files in ``out``."""
-    import skimage.data
-    check_photo_names(names)
+    """Save the bundled scikit-image photos ``names`` (:mod:`lpnsr_arch.data.sample_photos`) as RGB PNG files in
+    ``out``."""
+    check_image_names(names)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names:
-        image = np.asarray(getattr(skimage.data, name)())
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f'skimage.data.{name} is not an RGB photo (shape {image.shape})')
         path = out / f'{name}.png'
-        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        write_rgb_png(path, load_bundled_rgb(name))
         paths.append(path)
     return paths
 
@@ -112,7 +101,7 @@ def prepare_demo(*, out: Path, images: Sequence[str]) -> None:
     """The user's part of a demo run, checked before anything in ``out`` is replaced: the weights exist, the photo
     names are known, ``out`` is new or a demo folder (then cleared: :func:`clear_previous_run`)."""
     check_weights(REPO_ROOT)
-    check_photo_names(images)
+    check_image_names(images)
     clear_previous_run(out)
 
 
@@ -142,12 +131,13 @@ def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> Non
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', type=Path, default=Path('results/demo'))
-    parser.add_argument('--images', nargs='+', default=list(DEMO_IMAGES), help='skimage.data photo names')
+    parser.add_argument('--images', nargs='+', default=list(DEMO_IMAGES),
+                        help=f"bundled scikit-image photos; any of: {', '.join(sorted(BUNDLED_IMAGES))}")
     parser.add_argument('--seed', type=int, default=0, help='degradation seed (image i: seed + i) and LPNSR seed')
     parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    with user_errors(logger, '', (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError)):
+    with user_errors(logger, '', (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError)):
         prepare_demo(out=args.out, images=args.images)  # a mistake in --out or --images: one ERROR line, exit 2
     run_demo(out=args.out, images=args.images, seed=args.seed, device=args.device)
 

@@ -15,10 +15,10 @@ def test_sample_photos_are_written_as_rgb_pngs(tmp_path):
     paths = demo.write_sample_photos(tmp_path, ['chelsea'])
     image = cv2.imread(str(paths[0]))
     assert image.shape == (300, 451, 3)
-    with pytest.raises(ValueError, match='no image'):
+    with pytest.raises(KeyError, match='--images: unknown image.s. not_a_photo; available: astronaut, brick'):
         demo.write_sample_photos(tmp_path, ['not_a_photo'])
-    with pytest.raises(ValueError, match='not an RGB photo'):
-        demo.write_sample_photos(tmp_path, ['camera'])
+    camera = cv2.imread(str(demo.write_sample_photos(tmp_path, ['camera'])[0]), cv2.IMREAD_UNCHANGED)
+    assert camera.shape == (512, 512, 3) and (camera[:, :, 0] == camera[:, :, 2]).all()  # a grey photo, as RGB
 
 
 def test_missing_weights_name_the_files_and_the_fix(tmp_path):
@@ -75,3 +75,10 @@ def test_a_rerun_replaces_the_earlier_demo_outputs_and_other_folders_are_refused
     assert (other / 'hr' / 'keep.png').read_bytes() == b'user data'
     clear_previous_run(tmp_path / 'new')
     assert (tmp_path / 'new' / DEMO_MARKER).is_file()
+
+
+def test_an_unknown_photo_name_is_one_error_line_and_nothing_is_written(tmp_path, caplog):
+    with pytest.raises(SystemExit, match='2'):
+        demo.main(['--images', 'astronaut', 'nosuch', '--out', str(tmp_path / 'demo')])
+    assert '--images: unknown image(s) nosuch; available:' in caplog.text
+    assert not (tmp_path / 'demo').exists()
