@@ -32,7 +32,6 @@ from lpnsr_arch.weights import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-DEMO_IMAGES = DEFAULT_IMAGES
 LPNSR_OPTIONS = 'options/demo/inference_lpnsr_demo.yml'
 RRDBNET_OPTIONS = 'options/demo/test_rrdbnet_upsampler_demo.yml'
 DEGRADATION_RECIPE = 'options/demo_model/01_upsampler_rrdbnet.yml'
@@ -131,7 +130,7 @@ def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> Non
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', type=Path, default=Path('results/demo'))
-    parser.add_argument('--images', nargs='+', default=list(DEMO_IMAGES),
+    parser.add_argument('--images', nargs='+', default=list(DEFAULT_IMAGES),
                         help=f"bundled scikit-image photos; any of: {', '.join(sorted(BUNDLED_IMAGES))}")
     parser.add_argument('--seed', type=int, default=0, help='degradation seed (image i: seed + i) and LPNSR seed')
     parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda'")

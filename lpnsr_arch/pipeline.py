@@ -36,7 +36,8 @@ from lpnsr_arch.color import adain_color_fix, wavelet_color_fix
 from lpnsr_arch.diffusion import DiffusionConfig, GaussianNoise, LearnedNoise, ResShiftDiffusion
 from lpnsr_arch.messages import from_option_block, integer_at_least
 from lpnsr_arch.tiling import Tile, process_tiled
-from lpnsr_arch.weights import REPO_ROOT, load_network_from_options, resolve_checkpoint  # noqa: F401  (REPO_ROOT re-exported)
+from lpnsr_arch.weights import (REPO_ROOT, check_checkpoints_exist, load_network_from_options,  # noqa: F401
+                                resolve_checkpoint)  # REPO_ROOT and resolve_checkpoint: re-exported
 
 __all__ = [
     'LPNSRPipeline', 'InferenceDefaults', 'LatentNoiseField', 'CroppedDraws', 'mirror_pad', 'pad_lr', 'PRECISIONS',
@@ -340,7 +341,7 @@ class LPNSRPipeline(nn.Module):
         _check_option_names(opt)
         diffusion = ResShiftDiffusion(DiffusionConfig.from_dict(opt.get('diffusion')))
         defaults = InferenceDefaults.from_dict(opt.get('inference'))
-        _check_checkpoints_exist(opt.get('path') or {})
+        check_checkpoints_exist(opt.get('path'))
         networks = {}
         for name in PIPELINE_NETWORKS:
             block = opt.get(f'network_{name}')
@@ -632,13 +633,6 @@ def _check_option_names(opt: Mapping) -> None:
             if str(key).startswith(prefix) and str(key)[len(prefix):] not in PIPELINE_NETWORKS:
                 raise KeyError(f'options: path.{key} names no network of the pipeline; the networks are '
                                f'{list(PIPELINE_NETWORKS)} (e.g. {prefix}unet)')
-
-
-def _check_checkpoints_exist(path_opt: Mapping) -> None:
-    """Fail before building any (possibly large) network when a named checkpoint is missing."""
-    for key, value in path_opt.items():
-        if key.startswith('pretrain_network_') and value is not None:
-            resolve_checkpoint(key, value)
 
 
 def _build_and_load(name: str, block: Mapping, path_opt: Mapping) -> nn.Module:

@@ -38,9 +38,8 @@ def _opt_path(argv: List[str]) -> str:
 
 
 class BasicSRRun(NamedTuple):
-    """What a BasicSR command line asks for: the ``-opt`` file, its options (overrides applied), ``--launcher`` and
+    """What a BasicSR command line asks for: the ``-opt`` file's options (overrides applied), ``--launcher`` and
     ``--auto_resume``."""
-    path: str
     opt: dict
     launcher: str
     auto_resume: bool
@@ -53,7 +52,6 @@ def read_options_as_basicsr(argv: List[str]) -> Optional[BasicSRRun]:
     naming an override whose key does not exist."""
     import argparse
 
-    import yaml
     from basicsr.utils.options import _postprocess_yml_value, ordered_yaml
 
     parser = argparse.ArgumentParser(add_help=False)
@@ -79,7 +77,7 @@ def read_options_as_basicsr(argv: List[str]) -> Optional[BasicSRRun]:
         if not isinstance(block, dict):
             raise KeyError(f"--force_yml {entry}: {':'.join(parents)} is not a block of options")
         block[last] = _postprocess_yml_value(value.strip())
-    return BasicSRRun(args.opt, opt, args.launcher, args.auto_resume)
+    return BasicSRRun(opt, args.launcher, args.auto_resume)
 
 
 def will_resume(run: BasicSRRun, root_path: str) -> bool:
@@ -103,7 +101,7 @@ def check_options_before_start(pipeline_name: str, argv: List[str], root_path: s
 
     from lpnsr_arch.data.degradation import training_gt_size
     from lpnsr_arch.data.sources import check_dataset_options
-    from lpnsr_arch.weights import resolve_checkpoint
+    from lpnsr_arch.weights import check_checkpoints_exist
 
     run = read_options_as_basicsr(argv)
     if run is None:
@@ -120,13 +118,8 @@ def check_options_before_start(pipeline_name: str, argv: List[str], root_path: s
     if model_class is not None and model_class.__module__.startswith('lpnsr_arch.'):  # they load through weights
         path_opt = opt.get('path') or {}
         resumed_from_run = is_train and will_resume(run, root_path)
-        for key, value in path_opt.items():
-            if not key.startswith('pretrain_network_') or value is None:
-                continue
-            if resumed_from_run and f'network_{key[len("pretrain_network_"):]}' not in (
-                    path_opt.get('ignore_resume_networks') or []):
-                continue
-            resolve_checkpoint(key, value)
+        # a resumed run loads its own files for every network but the ignored (frozen) ones
+        check_checkpoints_exist(path_opt, (path_opt.get('ignore_resume_networks') or []) if resumed_from_run else None)
     check_dataset_options(opt.get('datasets'), is_train=is_train)
     train_set = (opt.get('datasets') or {}).get('train') or {}
     if is_train and str(train_set.get('type', '')).endswith('RealESRGANDataset'):  # pairs degraded in the model

@@ -11,7 +11,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -78,6 +78,16 @@ def resolve_checkpoint(key: str, value: Union[str, os.PathLike]) -> Path:
     else:
         where = f' (looked in the current folder {Path.cwd()} and in the repository {REPO_ROOT})'
     raise FileNotFoundError(f'options: path.{key} = {value} does not exist{where}')
+
+
+def check_checkpoints_exist(path_opt: Optional[Mapping], networks: Optional[Sequence[str]] = None) -> None:
+    """Fail before building any (possibly large) network when a named checkpoint is missing: every
+    ``path.pretrain_network_<name>`` that is set (only those of ``networks``, e.g. ``['network_ae']``, when given)
+    goes through :func:`resolve_checkpoint`."""
+    for key, value in (path_opt or {}).items():
+        if key.startswith('pretrain_network_') and value is not None and (
+                networks is None or f'network_{key[len("pretrain_network_"):]}' in networks):
+            resolve_checkpoint(key, value)
 
 
 def _strip_prefixes(key: str) -> str:

@@ -14,7 +14,7 @@ from typing import Iterator, List, Mapping
 
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS
 
-__all__ = ['scan_image_folder', 'folder_has_image', 'check_data_sources', 'check_dataset_options']
+__all__ = ['scan_image_folder', 'folder_holds_files', 'check_data_sources', 'check_dataset_options']
 
 LMDB_FILES = ('data.mdb', 'meta_info.txt')
 """What BasicSR's ``lmdb_util`` writes into an ``*.lmdb`` folder and its LMDB backend reads."""
@@ -39,7 +39,7 @@ def scan_image_folder(folder: str) -> List[str]:
     return sorted(_file_paths(folder))
 
 
-def folder_has_image(folder: str, *, images_only: bool = True) -> bool:
+def folder_holds_files(folder: str, *, images_only: bool = True) -> bool:
     """Whether ``folder`` holds at least one image (``images_only=False``: any file); stops at the first, so it is
     cheap on a large dataset."""
     return next(_file_paths(folder, images_only=images_only), None) is not None
@@ -91,7 +91,7 @@ def check_data_sources(opt: Mapping, *, where: str = '', images_only: bool = Tru
             raise NotADirectoryError(f"{where}: {key} '{root}' is a file, not a folder")
         if backend['type'] == 'lmdb':
             _check_lmdb(root, f'{where}: {key}')
-        elif not meta_keys and not folder_has_image(root, images_only=images_only):
+        elif not meta_keys and not folder_holds_files(root, images_only=images_only):
             what = f"no image ({', '.join(IMAGE_EXTENSIONS)})" if images_only else 'no file'
             raise ValueError(f"{where}: {key} '{root}' holds {what}")
 

@@ -22,7 +22,7 @@ from lpnsr_arch.cli_errors import prepare_output_folder, require_folder
 from lpnsr_arch.data.degradation import (DEGRADATION_KEYS, OPTIONAL_DEGRADATION_KEYS, REALESRGAN_X4PLUS_DEGRADATION,
                                         SecondOrderDegradation)
 from lpnsr_arch.data.realesrgan_crop_dataset import REALESRGAN_X4PLUS_KERNELS, LPNSRRealESRGANDataset
-from lpnsr_arch.data.sources import folder_has_image
+from lpnsr_arch.data.sources import folder_holds_files
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS
 from lpnsr_arch.pipeline import load_options
 
@@ -120,7 +120,7 @@ def prepare_test_pairs(*, hr: str, out: str, degradation_name: str, scale: int,
     if degradation_name not in DEGRADATIONS:
         raise ValueError(f'--degradation must be one of {DEGRADATIONS}, got {degradation_name!r}')
     require_folder(hr, '--hr')
-    if not folder_has_image(hr):
+    if not folder_holds_files(hr):
         raise ValueError(f"--hr '{hr}' holds no image ({', '.join(IMAGE_EXTENSIONS)})")
     recipe = load_recipe(recipe_path)
     recipe['degradation']['bicubic_prob'] = 0.0
