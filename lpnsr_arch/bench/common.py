@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -263,8 +264,9 @@ def load_pairs(gt_dir: Optional[Path], lq_dir: Path, limit: Optional[int] = None
     else:
         gt_files = _image_files(gt_dir)
         gt_by_stem = {p.stem: p for p in gt_files}
+        stems = Counter(p.stem for p in gt_files)
         if len(gt_by_stem) < len(gt_files):
-            shared = sorted({p.name for p in gt_files if sum(q.stem == p.stem for q in gt_files) > 1})
+            shared = sorted(p.name for p in gt_files if stems[p.stem] > 1)
             raise ValueError(f'{gt_dir}: GT files share a name and differ only in extension: {name_list(shared)} '
                              '(which one is the GT is ambiguous)')
         pairs, unmatched = [], []
