@@ -5,7 +5,8 @@
 # 1. the device's name; 2. scripts/gpu_smoke.py: the pipeline and training paths on CUDA against the CPU in fp32;
 # 3. the speed benchmark of the official configurations (random weights) against the anchors' cases.
 # A dry run on the CPU (checks the script itself): DEVICE=cpu SPEED_ARGS="--small --sizes 64 --repeats 1
-# --train-batch 1 --train-paths bf16" PATH=.venv/bin:$PATH bash scripts/gpu_session.sh
+# --paths eager_fp32 --train-batch 1 --train-paths eager_fp32" PATH=.venv/bin:$PATH bash scripts/gpu_session.sh
+# (bf16 paths on a CPU without native bf16, e.g. AVX2 only, take minutes per step)
 set -o pipefail
 OUT=${OUT:-results/gpu_session}
 mkdir -p "$OUT"
