@@ -3,7 +3,8 @@
 BasicSR 1.4.2 (the last PyPI release) imports ``torchvision.transforms.functional_tensor``, which torchvision >= 0.17
 removed; the same code lives on as ``torchvision.transforms._functional_tensor``. :func:`install_torchvision_shim`
 registers it under the old name. It must run before the first ``import basicsr`` of any kind, which is why
-``lpnsr_arch/__init__.py`` calls it first.
+``lpnsr_arch/__init__.py`` calls it first. :func:`install_distutils_shim` does the same for ``distutils`` (gone in
+Python 3.12; setuptools carries it).
 
 :func:`install_basicsr_fixes` adds the device-agnostic fixes BasicSR 1.4.2 itself needs (resume without CUDA, a
 contiguous DiffJPEG output for the CPU ``filter2D``); it imports BasicSR, so it runs after the shim.
@@ -38,6 +39,21 @@ def install_torchvision_shim() -> None:
         module.rgb_to_grayscale = rgb_to_grayscale
     sys.modules[_OLD_NAME] = module
     torchvision.transforms.functional_tensor = module
+
+
+def install_distutils_shim() -> None:
+    """Make ``import distutils.version`` (BasicSR 1.4.2's ``arch_util``) work on Python >= 3.12, which removed
+    ``distutils``: setuptools carries a copy and registers it when imported (idempotent)."""
+    try:
+        importlib.import_module('distutils.version')
+        return
+    except ModuleNotFoundError:
+        pass
+    try:
+        import setuptools  # noqa: F401  (registers its bundled distutils)
+    except ImportError as error:
+        raise ImportError('BasicSR 1.4.2 imports distutils, which this Python lacks: pip install setuptools') from error
+    importlib.import_module('distutils.version')
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -128,7 +144,9 @@ def install_contiguous_diffjpeg() -> None:
 
 
 def install_basicsr_fixes() -> None:
-    """Apply every BasicSR fix: the torchvision shim, the CPU-safe resume and the contiguous DiffJPEG (idempotent)."""
+    """Apply every BasicSR fix: the torchvision and distutils shims, the CPU-safe resume and the contiguous DiffJPEG
+    (idempotent)."""
     install_torchvision_shim()
+    install_distutils_shim()
     install_resume_fix()
     install_contiguous_diffjpeg()
