@@ -22,7 +22,7 @@ import torch
 from lpnsr_arch.cli_errors import (BUILD_ERRORS, ArgumentParser, non_negative_int, positive_int, prepare_output_folder,
                                    user_errors)
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, restore_mode, write_image
-from lpnsr_arch.pipeline import COLOR_FIXES, NOISE_KINDS, PRECISIONS, LPNSRPipeline, load_options
+from lpnsr_arch.pipeline import COLOR_FIXES, COMPILE_SCOPES, NOISE_KINDS, PRECISIONS, LPNSRPipeline, load_options
 
 __all__ = ['main', 'cli', 'build_parser', 'collect_inputs', 'output_path_for']
 
@@ -56,11 +56,19 @@ def build_parser() -> ArgumentParser:
     parser.add_argument('--color-fix', choices=COLOR_FIXES, default=None, help='colour correction')
     parser.add_argument('--precision', choices=sorted(PRECISIONS), default=None,
                         help='autocast precision of the diffusion part (default: bf16 on CUDA, fp32 on CPU)')
+    parser.add_argument('--upsampler-precision', choices=sorted(PRECISIONS), default='fp32',
+                        help='precision of the pre-upsampler (default fp32, as the official code)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, ...')
     parser.add_argument('--channels-last', action='store_true', help='NHWC memory format (faster convolutions on GPUs)')
     parser.add_argument('--compile', choices=('none', 'default', 'reduce-overhead'), default='none',
-                        help='torch.compile the denoiser and noise predictor (reduce-overhead: CUDA graphs); '
+                        help='torch.compile the networks of --compile-scope (reduce-overhead: CUDA graphs); '
                         'pays off over many images of one size')
+    parser.add_argument('--cuda-graphs', action=argparse.BooleanOptionalAction, default=None,
+                        help='replay the networks from CUDA graphs captured per input size (no compiler, one warm-up '
+                        'per size; default: on with a CUDA device unless --compile is given)')
+    parser.add_argument('--compile-scope', choices=COMPILE_SCOPES, default=None,
+                        help='what --compile and --cuda-graphs cover: the denoiser and noise predictor (diffusion) or '
+                        'every network (all); default: all with CUDA graphs, diffusion with --compile')
     parser.add_argument('--ext', choices=('auto', 'png', 'jpg'), default='auto',
                         help='output format (auto: as the input; a jpg output of an alpha or 16-bit image becomes png)')
     parser.add_argument('--suffix', default='out',
@@ -152,7 +160,8 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
                 raise ValueError(f'{path}: the output {out_path} was already written from '
                                  f'{written[out_path.resolve()]} in this run (same name stem); {hint}')
             sr01 = pipeline(lr01.to(device), seed=seed, noise=args.noise, color_fix=args.color_fix, tile=args.tile,
-                            tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, precision=precision)
+                            tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, precision=precision,
+                            upsampler_precision=args.upsampler_precision)
             write_image(out_path, restore_mode(sr01, record, pipeline.scale).cpu(), bit_depth=record.bit_depth)
         except (ImageReadError, ValueError, OSError) as error:
             message = str(error)  # most already start with the path
@@ -190,9 +199,16 @@ def _run(argv: Optional[Sequence[str]]) -> int:
             raise FileNotFoundError(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) in {args.input}')
     with user_errors(logger, f'--device {args.device}: ', (RuntimeError, ValueError)):
         device = resolve_device(args.device)
+    with user_errors(logger, '--cuda-graphs: '):
+        if args.cuda_graphs and device.type != 'cuda':
+            raise ValueError(f'needs a CUDA device; --device {args.device} gives {device}')
+        if args.cuda_graphs and args.compile != 'none':
+            raise ValueError(f"not with --compile {args.compile} (--compile reduce-overhead replays CUDA graphs too)")
+    cuda_graphs = args.cuda_graphs if args.cuda_graphs is not None else device.type == 'cuda' and args.compile == 'none'
     with user_errors(logger, f'cannot build the pipeline from {args.opt}: ', BUILD_ERRORS):
         pipeline = build_pipeline(args.opt, args.upsampler, device).accelerate(
-            channels_last=args.channels_last, compile_mode=None if args.compile == 'none' else args.compile)
+            channels_last=args.channels_last, compile_mode=None if args.compile == 'none' else args.compile,
+            cuda_graphs=cuda_graphs, compile_scope=args.compile_scope or ('all' if cuda_graphs else 'diffusion'))
     given = ' '.join(f'{flag} {value}' for flag, value in (('--tile', args.tile), ('--tile-overlap', args.tile_overlap))
                      if value is not None) or f'the tiling of {args.opt}'
     with user_errors(logger, f'{given}: '):

@@ -24,13 +24,14 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from basicsr.archs import build_network  # lpnsr_arch/__init__ has applied the torchvision shim by now
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
+from lpnsr_arch.acceleration import CapturedGraphs, GraphReplayed
 from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
 from lpnsr_arch.color import adain_color_fix, wavelet_color_fix
 from lpnsr_arch.diffusion import DiffusionConfig, GaussianNoise, LearnedNoise, ResShiftDiffusion
@@ -50,6 +51,8 @@ PRECISIONS: Dict[str, torch.dtype] = {'fp32': torch.float32, 'bf16': torch.bfloa
 NOISE_KINDS = ('learned', 'gaussian')
 NOISE_MODES = ('sample', 'mean')
 COLOR_FIXES = ('wavelet', 'adain', 'none')
+COMPILE_SCOPES = ('diffusion', 'all')
+"""What ``--compile`` covers: the denoiser and noise predictor, or every network (:meth:`LPNSRPipeline.accelerate`)."""
 PAD_MODES = ('official', 'multiple')
 
 
@@ -122,12 +125,12 @@ class LatentNoiseField:
     """The standard-normal draws of one forward call, defined over the whole padded latent but made block by block.
 
     Draw ``k`` at latent position (row, col) comes from the ``block x block`` tile of noise that a generator seeded
-    with ``(seed, k, row // block, col // block)`` produces (float32, on ``device``), the same for every image of the
-    batch: an image gets the same noise, hence the same output, alone as at any place in a batch. A tile sees exactly
-    the noise the untiled image has at the same place: overlapping tiles agree, the result does not depend on
-    ``tile_batch``, and memory stays bounded by the tile size (no image-sized noise buffer). (The official chopper
-    draws fresh noise per patch from one global stream; seeded outputs are not draw-for-draw the official ones, which
-    injected draws reproduce exactly.)
+    with ``(seed, k, row // block, col // block)`` produces (float32, drawn on the CPU and moved to ``device``, so a
+    seed gives the same noise on a GPU as on the CPU), the same for every image of the batch: an image gets the same
+    noise, hence the same output, alone as at any place in a batch. A tile sees exactly the noise the untiled image
+    has at the same place: overlapping tiles agree, the result does not depend on ``tile_batch``, and memory stays
+    bounded by the tile size (no image-sized noise buffer). (The official chopper draws fresh noise per patch from one
+    global stream; seeded outputs are not draw-for-draw the official ones, which injected draws reproduce exactly.)
     """
 
     CACHE_BYTES = 64 * 2**20
@@ -155,9 +158,9 @@ class LatentNoiseField:
         if noise is not None:
             self._blocks.move_to_end(key)
             return noise
-        generator = torch.Generator(device=self.device)
+        generator = torch.Generator()  # on the CPU: the same seed gives the same noise on every device
         generator.manual_seed(self._block_seed(index, block_row, block_col))
-        noise = torch.randn((1, self.shape[1], self.block, self.block), generator=generator, device=self.device)
+        noise = torch.randn((1, self.shape[1], self.block, self.block), generator=generator).to(self.device)
         self._blocks[key] = noise
         if len(self._blocks) > self._max_blocks:
             self._blocks.popitem(last=False)
@@ -324,6 +327,8 @@ class LPNSRPipeline(nn.Module):
         """LR sizes are padded to a multiple of this (64 for the official models)."""
         self.latent_per_lr = int(latent_per_lr)
         self.latent_channels = int(getattr(autoencoder, 'latent_channels'))
+        self.autocast_cache = True
+        """Autocast caches weight casts within a call; off under CUDA graphs (:meth:`accelerate`)."""
         self.eval()
 
     # ---------------------------------------------------------------------------------------------- building
@@ -360,21 +365,46 @@ class LPNSRPipeline(nn.Module):
         return pipeline.to(device)
 
     # ---------------------------------------------------------------------------------------------- speed
-    def accelerate(self, *, channels_last: bool = False, compile_mode: Optional[str] = None) -> 'LPNSRPipeline':
+    def compile_targets(self, scope: str) -> List[Tuple[nn.Module, str]]:
+        """The ``(owner, attribute)`` pairs that :meth:`accelerate` compiles for ``scope`` (see :data:`COMPILE_SCOPES`);
+        networks the pipeline lacks (no noise predictor) are left out."""
+        if scope not in COMPILE_SCOPES:
+            raise ValueError(f'compile scope must be one of {COMPILE_SCOPES}, got {scope!r}')
+        targets = [(self, 'denoiser'), (self, 'noise_predictor')]
+        if scope == 'all':
+            targets += [(self, 'upsampler')]
+            targets += [(self.autoencoder, name) for name in ('encoder', 'decoder')]
+        return [(owner, name) for owner, name in targets if getattr(owner, name, None) is not None]
+
+    def accelerate(self, *, channels_last: bool = False, compile_mode: Optional[str] = None,
+                   cuda_graphs: bool = False, compile_scope: str = 'diffusion') -> 'LPNSRPipeline':
         """Switch on the optional fast paths (in place; returns ``self``).
 
         ``channels_last``: NHWC memory format for every network (helps convolutions on GPUs and some CPUs).
-        ``compile_mode``: ``torch.compile`` the denoiser and the noise predictor with static shapes (``'default'``,
-        or ``'reduce-overhead'`` for CUDA graphs of the fixed-shape calls); ``None`` keeps eager mode. Outputs stay
-        within float tolerance of the eager path (``bench.speed`` reports the difference).
+        ``compile_mode``: ``torch.compile`` with static shapes (``'default'``, or ``'reduce-overhead'`` for CUDA
+        graphs of the Inductor kernels); ``None`` keeps eager mode. ``cuda_graphs``: replay the eager networks from
+        CUDA graphs captured per input size (:class:`~lpnsr_arch.acceleration.CapturedGraphs`: no compiler, one
+        warm-up per size; CUDA only, other devices run eagerly); not together with ``compile_mode``.
+        ``compile_scope``: what the two cover: ``'diffusion'``, the denoiser and the noise predictor (the calls
+        repeated at every step); ``'all'``, also the pre-upsampler and the autoencoder's encoder and decoder.
+        Outputs stay within float tolerance of the eager path (``bench.speed`` reports the difference). Wrapped
+        networks carry a prefix in their state-dict keys: save the networks before accelerating, not after.
         """
+        targets = self.compile_targets(compile_scope)  # checks the scope before anything changes
+        if cuda_graphs and compile_mode is not None:
+            raise ValueError(f'cuda_graphs and compile_mode={compile_mode!r} exclude each other: '
+                             "compile_mode='reduce-overhead' already replays CUDA graphs")
         if channels_last:
             self.to(memory_format=torch.channels_last)
-        if compile_mode is not None:
-            for name in ('denoiser', 'noise_predictor'):
-                module = getattr(self, name)
-                if module is not None:
-                    setattr(self, name, torch.compile(module, mode=compile_mode, dynamic=False))
+        for owner, name in targets:
+            module = getattr(owner, name)
+            if cuda_graphs:
+                setattr(owner, name, CapturedGraphs(module))
+            elif compile_mode is not None:
+                compiled = torch.compile(module, mode=compile_mode, dynamic=False)
+                setattr(owner, name, GraphReplayed(compiled) if compile_mode == 'reduce-overhead' else compiled)
+        if cuda_graphs:
+            self.autocast_cache = False  # a cast cached outside a capture would be freed under the graph
         return self
 
     # ---------------------------------------------------------------------------------------------- pieces
@@ -384,7 +414,7 @@ class LPNSRPipeline(nn.Module):
             raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
         if precision == 'fp32':
             return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+        return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision], cache_enabled=self.autocast_cache)
 
     def pre_upsample(self, lq: Tensor, *, upsampler_precision: str = 'fp32') -> Tensor:
         """The pre-upsampled LR: (B, 3, h, w) in [-1, 1] -> (B, 3, h*scale, w*scale) in about [-1, 1] (not clamped).

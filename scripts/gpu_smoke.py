@@ -1,7 +1,8 @@
 """Smoke checks of the device paths, for a session that is lent a GPU (they also run on the CPU).
 
 Each check runs small networks (the test suite's tiny configurations) on ``--device``: the inference pipeline
-(untiled and with batched tiles; fp32, bf16, fp16; channels-last; on CUDA also ``torch.compile`` with CUDA graphs),
+(untiled and with batched tiles; fp32, bf16, fp16; channels-last; captured CUDA graphs; on CUDA also ``torch.compile``
+with CUDA graphs),
 compared with the CPU in fp32, and four training iterations of ``LPNSRModel`` (with its discriminator) and
 ``ResShiftModel`` at batch 2 under each AMP setting, which must run and give finite losses (printed, not compared).
 It prints one line per check and exits with 1 if any failed.
@@ -76,6 +77,16 @@ def pipeline_checks(device: torch.device) -> List[Tuple[str, Callable[[], str]]]
         return _checked(out, references[32], 'fp32')
 
     checks.append(('pipeline channels-last, batched tiles', channels_last))
+
+    def cuda_graphs() -> str:
+        fast = copy.deepcopy(reference_pipeline).to(device).accelerate(cuda_graphs=True, compile_scope='all')
+        outs = [fast(lr.to(device), seed=3, tile=32, tile_overlap=16, tile_batch=4, precision='bf16')
+                for _ in range(3)]  # capture, then two replays: the same output each time
+        if not all(torch.equal(out, outs[0]) for out in outs[1:]):
+            raise AssertionError('replays differ from the captured call')
+        return _checked(outs[-1], references[32], 'bf16')
+
+    checks.append(('pipeline CUDA graphs of every network (bf16)', cuda_graphs))
     if device.type == 'cuda':
         def compiled() -> str:
             fast = copy.deepcopy(reference_pipeline).to(device).accelerate(compile_mode='reduce-overhead')
@@ -122,6 +133,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cuda', help='cuda, cuda:1, cpu')
     parser.add_argument('--no-fp16', action='store_true', help='skip fp16 (very slow on a CPU)')
+    parser.add_argument('--select', nargs='+', default=None,
+                        help='run only the checks whose name contains one of these words (e.g. pipeline)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
     device = torch.device(args.device)
@@ -134,7 +147,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         checks = pipeline_checks(device) + training_checks(device, Path(tmp))
         for name, check in checks:
-            if args.no_fp16 and 'fp16' in name:
+            if (args.no_fp16 and 'fp16' in name) or (args.select and not any(word in name for word in args.select)):
                 continue
             start, ran = time.perf_counter(), ran + 1
             try:

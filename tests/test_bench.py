@@ -245,3 +245,47 @@ def test_speed_reports_no_difference_when_the_reference_path_fails(monkeypatch):
                           repeats=1, peak=None)
     assert rows[0] == {'case': 'lr16', 'path': 'eager_fp32', 'error': 'compile failed'}
     assert rows[1]['path'] == 'bf16' and rows[1]['max_abs_diff'] is None  # not 0 against itself
+
+
+def test_speed_compile_paths_run_untiled_and_leave_the_pipeline_as_it_was(monkeypatch):
+    """A compile path also runs on a one-piece case (only plain tile batching is skipped there, being the same
+    run); scope 'all' compiles the pre-upsampler and the autoencoder's encoder and decoder too, and every network
+    is put back afterwards. ``torch.compile`` is replaced by a recording wrapper (no compiler on the CPU here)."""
+    from lpnsr_arch.pipeline import LPNSRPipeline
+    options = tiny_options()
+    ddconfig = {'z_channels': 3, 'resolution': 64, 'in_channels': 3, 'out_ch': 3, 'ch': 32, 'ch_mult': [1, 1, 1],
+                'num_res_blocks': 1, 'attn_resolutions': []}
+    latent_channels = options['network_unet']['in_channels']  # as the pixel autoencoder it replaces
+    options['network_ae'] = {'type': 'LPNSRVQAutoencoder', 'ddconfig': ddconfig, 'n_embed': 16,
+                             'embed_dim': latent_channels}
+    pipeline = LPNSRPipeline.from_options(options)
+    before = [(owner, name, getattr(owner, name)) for owner, name in pipeline.compile_targets('all')]
+    assert [name for _, name, _ in before] == ['denoiser', 'noise_predictor', 'upsampler', 'encoder', 'decoder']
+    compiled = []
+
+    class Recorded(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+    def fake_compile(module, *, mode, dynamic):
+        compiled.append((type(module).__name__, mode, dynamic))
+        return Recorded(module)
+
+    monkeypatch.setattr(torch, 'compile', fake_compile)
+    paths = [speed.SpeedPath('eager_fp32'), speed.SpeedPath('bf16_tile_batch', precision='bf16', batch_all_tiles=True),
+             speed.SpeedPath('all_cudagraphs', precision='bf16', upsampler_precision='bf16', batch_all_tiles=True,
+                             compile_mode='reduce-overhead', compile_scope='all')]
+    rows = speed.run_case(pipeline, speed.SpeedCase('lr16', 16), paths, device=torch.device('cpu'), warmup=0,
+                          repeats=1, peak=None)
+    assert [row['path'] for row in rows] == ['eager_fp32', 'all_cudagraphs']
+    assert 'error' not in rows[1] and rows[1]['max_abs_diff'] > 0  # ran in bf16 (a random VQ: codes may flip)
+    assert [entry[0] for entry in compiled] == [type(module).__name__ for _, _, module in before]
+    assert {entry[1:] for entry in compiled} == {('reduce-overhead', False)}
+    assert all(getattr(owner, name) is module for owner, name, module in before)
+    with pytest.raises(ValueError, match="compile scope must be one of"):
+        pipeline.accelerate(compile_mode='default', compile_scope='everything')
+    assert all(getattr(owner, name) is module for owner, name, module in before)  # refused before any change

@@ -283,3 +283,11 @@ def test_a_tile_the_networks_cannot_take_blames_the_argument(options_file, tmp_p
     assert _run(options_file, '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'), '--tile', '8') == 2
     errors = [record.getMessage() for record in caplog.records if record.levelname == 'ERROR']
     assert errors == ['--tile 8: tile must be a multiple of 16, got 8']
+
+
+def test_cuda_graphs_need_a_cuda_device_and_no_compile(options_file, tmp_path, caplog):
+    inputs = _inputs(tmp_path / 'in')
+    out = tmp_path / 'out'
+    assert _run(options_file, '-i', str(inputs['rgb']), '-o', str(out), '--cuda-graphs') == 2
+    assert '--cuda-graphs: needs a CUDA device; --device cpu gives cpu' in caplog.text
+    assert not out.exists()  # refused before anything is written

@@ -359,3 +359,31 @@ def test_numpy_integers_are_taken_and_a_default_overlap_must_fit_its_tile(pipeli
         InferenceDefaults(tile=16, tile_overlap=16)
     with pytest.raises(ValueError, match="tile must be an integer >= 0, got '16'"):
         pipeline.resolve_tiling('16', None)
+
+
+def test_graph_replayed_networks_return_copies_that_the_next_replay_cannot_overwrite(monkeypatch):
+    """accelerate(compile_mode='reduce-overhead') wraps each compiled network so that its outputs are copies (a
+    CUDA-graph replay reuses its output memory) and each call begins a new graph step."""
+    from lpnsr_arch.acceleration import GraphReplayed
+
+    class TwoOutputs(torch.nn.Module):
+        def forward(self, x, *, scale):
+            return x, x * scale
+
+    steps = []
+    monkeypatch.setattr(torch.compiler, 'cudagraph_mark_step_begin', lambda: steps.append(1))
+    x = torch.randn(2, 3)
+    first, second = GraphReplayed(TwoOutputs())(x, scale=2.0)
+    assert torch.equal(first, x) and first.data_ptr() != x.data_ptr()
+    torch.testing.assert_close(second, x * 2)
+    assert steps == [1]
+    monkeypatch.setattr(torch, 'compile', lambda module, *, mode, dynamic: module)  # no compiler on the CPU here
+    pipeline = LPNSRPipeline.from_options(tiny_options())
+    pipeline.accelerate(compile_mode='reduce-overhead')
+    assert isinstance(pipeline.denoiser, GraphReplayed) and isinstance(pipeline.noise_predictor, GraphReplayed)
+    assert not isinstance(pipeline.upsampler, GraphReplayed)  # scope 'diffusion'
+    lr = _lr(16, 16, seed=2)
+    reference = LPNSRPipeline.from_options(tiny_options())
+    reference.load_state_dict({k.replace('compiled.', ''): v for k, v in pipeline.state_dict().items()})
+    torch.testing.assert_close(pipeline(lr, seed=1, tile=0), reference(lr, seed=1, tile=0), rtol=0, atol=0)
+    assert len(steps) == 1 + 2 * reference.diffusion.num_timesteps - 1  # 4 denoiser + 3 noise-predictor calls

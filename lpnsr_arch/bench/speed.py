@@ -2,10 +2,11 @@
 
 Inference (``--infer``, table ``speed``), cases as in ``/work/shared/anchors``: LR 64 (one piece), LR 256 (one
 piece), LR 512 (tiled 256/128: 9 tiles). Paths: the eager fp32 reference and the fast paths (bf16 autocast,
-channels_last, all tiles in one batch, and on CUDA ``torch.compile`` of the denoiser/noise predictor and
-``torch.compile(mode='reduce-overhead')`` = CUDA graphs). Each row gives the median time, peak memory (CUDA), FLOPs
-(``torch.utils.flop_counter`` on one reference run), the model-FLOP utilisation against ``--peak-tflops`` and the max
-abs difference from the reference output (same seed).
+channels_last, all tiles in one batch; on CUDA, CUDA graphs captured from the eager networks and
+``torch.compile``, with or without its CUDA graphs (``reduce-overhead``), of the denoiser/noise predictor or of every
+network). Each row gives the median time, peak memory (CUDA), FLOPs (``torch.utils.flop_counter`` on one reference
+run), the model-FLOP utilisation against ``--peak-tflops`` and the max abs difference from the reference output
+(same seed).
 
 Training (``--train``, table ``speed_train``): one step of the LPNSR noise-predictor stage, run by
 :meth:`LPNSRModel.optimize_parameters` itself (the model is built from an options dict with no datasets and no
@@ -74,12 +75,16 @@ class SpeedCase:
 
 @dataclass(frozen=True)
 class SpeedPath:
-    """A way to run the pipeline: autocast precision, memory format, tile batching, compilation."""
+    """A way to run the pipeline: autocast precision (of the diffusion part and of the pre-upsampler), memory
+    format, tile batching, compilation (mode and scope, as :meth:`LPNSRPipeline.accelerate`)."""
     name: str
     precision: str = 'fp32'
+    upsampler_precision: str = 'fp32'
     channels_last: bool = False
     batch_all_tiles: bool = False
     compile_mode: Optional[str] = None
+    cuda_graphs: bool = False
+    compile_scope: str = 'diffusion'
 
 
 def default_cases(sizes: Sequence[int], tile: int, overlap: int) -> List[SpeedCase]:
@@ -102,6 +107,11 @@ def default_paths(device: torch.device) -> List[SpeedPath]:
         paths += [
             SpeedPath('bf16_compile', precision='bf16', batch_all_tiles=True, compile_mode='default'),
             SpeedPath('bf16_cudagraphs', precision='bf16', batch_all_tiles=True, compile_mode='reduce-overhead'),
+            SpeedPath('all_bf16_cudagraphs', precision='bf16', upsampler_precision='bf16', batch_all_tiles=True,
+                      compile_mode='reduce-overhead', compile_scope='all'),
+            SpeedPath('bf16_graphs', precision='bf16', batch_all_tiles=True, cuda_graphs=True, compile_scope='all'),
+            SpeedPath('all_bf16_graphs', precision='bf16', upsampler_precision='bf16', batch_all_tiles=True,
+                      cuda_graphs=True, compile_scope='all'),
         ]
     return paths
 
@@ -109,13 +119,16 @@ def default_paths(device: torch.device) -> List[SpeedPath]:
 @contextlib.contextmanager
 def applied(pipeline: LPNSRPipeline, path: SpeedPath) -> Iterator[LPNSRPipeline]:
     """``pipeline`` set up for ``path`` (memory format, compiled networks), restored on exit."""
-    originals = {'denoiser': pipeline.denoiser, 'noise_predictor': pipeline.noise_predictor}
-    pipeline.accelerate(channels_last=path.channels_last, compile_mode=path.compile_mode)
+    originals = [(owner, name, getattr(owner, name)) for owner, name in pipeline.compile_targets('all')]
+    autocast_cache = pipeline.autocast_cache
+    pipeline.accelerate(channels_last=path.channels_last, compile_mode=path.compile_mode,
+                        cuda_graphs=path.cuda_graphs, compile_scope=path.compile_scope)
     try:
         yield pipeline
     finally:
-        for name, module in originals.items():
-            setattr(pipeline, name, module)
+        for owner, name, module in originals:
+            setattr(owner, name, module)
+        pipeline.autocast_cache = autocast_cache
         if path.channels_last:
             pipeline.to(memory_format=torch.contiguous_format)
 
@@ -188,14 +201,15 @@ def run_case(pipeline: LPNSRPipeline, case: SpeedCase, paths: Sequence[SpeedPath
     rows, reference, flops = [], None, None
     reference_failed = False  # the first path that ran failed: no difference is reported
     for path in paths:
-        if path.batch_all_tiles and tiles == 1:
-            continue
+        if path.batch_all_tiles and tiles == 1 and path.compile_mode is None and not path.cuda_graphs:
+            continue  # the same run as the path without tile batching
         tile_batch = tiles if path.batch_all_tiles else 1
         image = lr01.contiguous(memory_format=torch.channels_last) if path.channels_last else lr01
 
         def run() -> Tensor:
             return pipeline(image, seed=seed, tile=case.tile or 0, tile_overlap=case.tile_overlap,
-                            tile_batch=tile_batch, precision=path.precision)
+                            tile_batch=tile_batch, precision=path.precision,
+                            upsampler_precision=path.upsampler_precision)
 
         with applied(pipeline, path):
             _reset_peak_memory(device)
@@ -217,6 +231,7 @@ def run_case(pipeline: LPNSRPipeline, case: SpeedCase, paths: Sequence[SpeedPath
             'tflops_per_s': flops / median / 1e12, 'mfu_pct': (flops / median / 1e12 / peak * 100) if peak else None,
             'max_abs_diff': None if reference_failed else float((output - reference).abs().max())
         }
+        logger.info(f'row {row}')  # in the log as soon as measured: a run stopped later keeps it
         rows.append(row)
     return rows
 
@@ -488,9 +503,10 @@ def run_training(preset: Mapping, paths: Sequence[TrainPath], *, batch_size: int
                   f'HR {hr_size}, lr {lr:g}')
     for path in paths:
         logger.info(f'{case} {path.name}')
-        table.rows.append({'case': case, **run_train_path(preset, path, batch, reference, device=device,
-                                                          warmup=warmup, repeats=repeats, peak=peak, seed=seed,
-                                                          lr=lr)})
+        row = {'case': case, **run_train_path(preset, path, batch, reference, device=device, warmup=warmup,
+                                              repeats=repeats, peak=peak, seed=seed, lr=lr)}
+        logger.info(f'row {row}')  # in the log as soon as measured: a run stopped later keeps it
+        table.rows.append(row)
     table.notes += [
         'one LPNSRModel.optimize_parameters step: 4-step chain with LearnedNoise through the frozen denoiser and '
         'autoencoder, quantised decode, L1, backward, grad clip 1.0, AdamW; bicubic pre-upsampler (official '

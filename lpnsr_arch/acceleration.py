@@ -1,0 +1,134 @@
+"""Wrappers that replay a network's GPU work instead of launching it op by op.
+
+At inference sizes such as LR 64 the chain is bound by kernel launches, not arithmetic (``/work/shared/anchors``):
+eleven network calls of hundreds of small kernels each. Two ways remove the launches:
+
+- :class:`CapturedGraphs`: plain CUDA graphs of the eager network, one per call signature (input shapes, dtypes,
+  memory formats, autocast state, the other arguments). Capture takes one warm-up call and no compiler, so it pays
+  off from the second image of a size on.
+- :class:`GraphReplayed`: ``torch.compile(mode='reduce-overhead')`` (Inductor kernels, also replayed as CUDA graphs)
+  made safe for the chain; the compilation takes minutes for the official networks.
+
+Both return copies of the outputs: the next replay writes into the same memory, while the chain keeps outputs across
+calls of other networks (the encoder's latent for every step, the x0 prediction across the noise predictor's call).
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Dict, Hashable, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten, tree_map
+
+logger = logging.getLogger('basicsr')
+
+__all__ = ['CapturedGraphs', 'GraphReplayed', 'call_signature']
+
+
+def _copy_outputs(outputs: object) -> object:
+    return tree_map(lambda value: value.clone() if isinstance(value, Tensor) else value, outputs)
+
+
+class GraphReplayed(nn.Module):
+    """A network compiled with ``mode='reduce-overhead'`` (CUDA graphs), made safe to call in a chain: each call
+    starts a new graph step and returns copies of the outputs."""
+
+    def __init__(self, compiled: nn.Module):
+        super().__init__()
+        self.compiled = compiled
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        torch.compiler.cudagraph_mark_step_begin()
+        return _copy_outputs(self.compiled(*args, **kwargs))
+
+
+def call_signature(args: Tuple[object, ...], kwargs: Dict[str, object]) -> Optional[Hashable]:
+    """What a captured graph is specific to: each tensor's shape, dtype, device and strides, every other argument's
+    value, and the autocast state. ``None`` when the call cannot be captured: a tensor off CUDA, gradients on, an
+    argument that is neither a tensor nor hashable."""
+    leaves, spec = tree_flatten((args, kwargs))
+    key: List[Hashable] = [str(spec)]
+    for leaf in leaves:
+        if isinstance(leaf, Tensor):
+            if leaf.device.type != 'cuda' or leaf.requires_grad:
+                return None
+            key.append((tuple(leaf.shape), leaf.dtype, str(leaf.device), leaf.stride()))
+        else:
+            try:
+                hash(leaf)
+            except TypeError:
+                return None
+            key.append(leaf)
+    if torch.is_grad_enabled():
+        return None
+    key.append(('autocast', torch.is_autocast_enabled('cuda'), torch.get_autocast_dtype('cuda')))
+    return tuple(key)
+
+
+class _Graph:
+    """One capture: the graph, its static inputs (copied into before each replay) and its static outputs."""
+
+    def __init__(self, module: nn.Module, args: Tuple[object, ...], kwargs: Dict[str, object], warmup: int):
+        self.inputs = tree_map(lambda value: value.clone() if isinstance(value, Tensor) else value, (args, kwargs))
+        static_args, static_kwargs = self.inputs
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the default stream: builds the cached masks and constants
+            for _ in range(warmup):
+                module(*static_args, **static_kwargs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = module(*static_args, **static_kwargs)
+
+    def __call__(self, args: Tuple[object, ...], kwargs: Dict[str, object]) -> object:
+        static, _ = tree_flatten(self.inputs)
+        given, _ = tree_flatten((args, kwargs))
+        for target, value in zip(static, given):
+            if isinstance(target, Tensor):
+                target.copy_(value)
+        self.graph.replay()
+        return _copy_outputs(self.outputs)
+
+
+class CapturedGraphs(nn.Module):
+    """``module`` replayed from CUDA graphs, one per :func:`call_signature`; other calls (CPU tensors, training with
+    gradients) run eagerly.
+
+    The first call of a signature runs ``warmup`` eager calls on a side stream, then captures one. A capture that
+    fails (an operation a graph cannot hold) is logged and that signature runs eagerly from then on. Autocast
+    around the calls must not cache casts (``torch.autocast(..., cache_enabled=False)``): a cached cast made outside
+    the capture would be freed while the graph still reads it. Each graph keeps its own memory pool (the network's
+    activations at that size); at most ``max_graphs`` are kept, the least recently used going first, so a folder of
+    images of many sizes does not pile up pools.
+    """
+
+    def __init__(self, module: nn.Module, *, warmup: int = 2, max_graphs: int = 4):
+        super().__init__()
+        self.module = module
+        self.warmup = warmup
+        self.max_graphs = max_graphs
+        self._graphs: 'OrderedDict[Hashable, Optional[_Graph]]' = OrderedDict()
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        key = call_signature(args, kwargs)
+        if key is None:
+            return self.module(*args, **kwargs)
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+        else:
+            self._graphs[key] = self._capture(args, kwargs)
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)
+        graph = self._graphs[key]
+        return self.module(*args, **kwargs) if graph is None else graph(args, kwargs)
+
+    def _capture(self, args: Tuple[object, ...], kwargs: Dict[str, object]) -> Optional[_Graph]:
+        try:
+            return _Graph(self.module, args, kwargs, self.warmup)
+        except RuntimeError as error:
+            logger.warning(f'CUDA graph capture of {type(self.module).__name__} failed, running it eagerly at this '
+                           f'size: {str(error).splitlines()[0]}')
+            return None
