@@ -4,7 +4,7 @@ At inference sizes such as LR 64 the chain is bound by kernel launches, not arit
 eleven network calls of hundreds of small kernels each. Two ways remove the launches:
 
 - :class:`CapturedGraphs`: plain CUDA graphs of the eager network, one per call signature (input shapes, dtypes,
-  memory formats, autocast state, the other arguments). Capture takes one warm-up call and no compiler, so it pays
+  memory formats, autocast state, the other arguments). Capture takes two warm-up calls and no compiler, so it pays
   off from the second image of a size on.
 - :class:`GraphReplayed`: ``torch.compile(mode='reduce-overhead')`` (Inductor kernels, also replayed as CUDA graphs)
   made safe for the chain; the compilation takes minutes for the official networks.
@@ -51,6 +51,8 @@ def call_signature(args: Tuple[object, ...], kwargs: Dict[str, object]) -> Optio
     leaves, spec = tree_flatten((args, kwargs))
     key: List[Hashable] = [str(spec)]
     for leaf in leaves:
+        if isinstance(leaf, torch.Generator):
+            return None  # its draws would be frozen into the graph
         if isinstance(leaf, Tensor):
             if leaf.device.type != 'cuda' or leaf.requires_grad:
                 return None
@@ -70,27 +72,35 @@ def call_signature(args: Tuple[object, ...], kwargs: Dict[str, object]) -> Optio
 class _Graph:
     """One capture: the graph, its static inputs (copied into before each replay) and its static outputs."""
 
-    def __init__(self, module: nn.Module, args: Tuple[object, ...], kwargs: Dict[str, object], warmup: int):
+    def __init__(self, module: nn.Module, args: Tuple[object, ...], kwargs: Dict[str, object], warmup: int,
+                 device: torch.device):
+        self.device = device
         self.inputs = tree_map(lambda value: value.clone() if isinstance(value, Tensor) else value, (args, kwargs))
         static_args, static_kwargs = self.inputs
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up off the default stream: builds the cached masks and constants
-            for _ in range(warmup):
-                module(*static_args, **static_kwargs)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = module(*static_args, **static_kwargs)
+        with torch.cuda.device(device):
+            caller = torch.cuda.current_stream(device)
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(caller)
+            with torch.cuda.stream(side):  # warm-up off the caller's stream: builds the cached constants
+                for _ in range(warmup):
+                    module(*static_args, **static_kwargs)
+            caller.wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(self.graph):
+                    self.outputs = module(*static_args, **static_kwargs)
+            finally:  # a failed capture leaves the capture stream current (torch.cuda.graph's exit stops early)
+                torch.cuda.set_stream(caller)
 
     def __call__(self, args: Tuple[object, ...], kwargs: Dict[str, object]) -> object:
         static, _ = tree_flatten(self.inputs)
         given, _ = tree_flatten((args, kwargs))
-        for target, value in zip(static, given):
-            if isinstance(target, Tensor):
-                target.copy_(value)
-        self.graph.replay()
-        return _copy_outputs(self.outputs)
+        with torch.cuda.device(self.device):
+            for target, value in zip(static, given):
+                if isinstance(target, Tensor):
+                    target.copy_(value)
+            self.graph.replay()
+            return _copy_outputs(self.outputs)
 
 
 class CapturedGraphs(nn.Module):
@@ -126,9 +136,12 @@ class CapturedGraphs(nn.Module):
         return self.module(*args, **kwargs) if graph is None else graph(args, kwargs)
 
     def _capture(self, args: Tuple[object, ...], kwargs: Dict[str, object]) -> Optional[_Graph]:
+        device = next(leaf.device for leaf in tree_flatten((args, kwargs))[0] if isinstance(leaf, Tensor))
         try:
-            return _Graph(self.module, args, kwargs, self.warmup)
+            return _Graph(self.module, args, kwargs, self.warmup, device)
         except RuntimeError as error:
+            # an error inside the capture usually makes ending the capture fail too: name the first one as well
+            first = f' (after: {str(error.__context__).splitlines()[0]})' if error.__context__ is not None else ''
             logger.warning(f'CUDA graph capture of {type(self.module).__name__} failed, running it eagerly at this '
-                           f'size: {str(error).splitlines()[0]}')
+                           f'size: {str(error).splitlines()[0]}{first}')
             return None

@@ -203,8 +203,11 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         if args.cuda_graphs and device.type != 'cuda':
             raise ValueError(f'needs a CUDA device; --device {args.device} gives {device}')
         if args.cuda_graphs and args.compile != 'none':
-            raise ValueError(f"not with --compile {args.compile} (--compile reduce-overhead replays CUDA graphs too)")
+            raise ValueError(f'not with --compile {args.compile}: choose one')
     cuda_graphs = args.cuda_graphs if args.cuda_graphs is not None else device.type == 'cuda' and args.compile == 'none'
+    with user_errors(logger, '--compile-scope: '):
+        if args.compile_scope is not None and args.compile == 'none' and not cuda_graphs:
+            raise ValueError('has no effect: neither --compile nor CUDA graphs are on')
     with user_errors(logger, f'cannot build the pipeline from {args.opt}: ', BUILD_ERRORS):
         pipeline = build_pipeline(args.opt, args.upsampler, device).accelerate(
             channels_last=args.channels_last, compile_mode=None if args.compile == 'none' else args.compile,

@@ -392,8 +392,11 @@ class LPNSRPipeline(nn.Module):
         """
         targets = self.compile_targets(compile_scope)  # checks the scope before anything changes
         if cuda_graphs and compile_mode is not None:
-            raise ValueError(f'cuda_graphs and compile_mode={compile_mode!r} exclude each other: '
-                             "compile_mode='reduce-overhead' already replays CUDA graphs")
+            raise ValueError(f'cuda_graphs and compile_mode={compile_mode!r} exclude each other: choose one')
+        wrapped = [name for owner, name in targets
+                   if isinstance(getattr(owner, name), (CapturedGraphs, GraphReplayed, torch._dynamo.OptimizedModule))]
+        if (cuda_graphs or compile_mode is not None) and wrapped:
+            raise ValueError(f'{wrapped} already compiled or replayed from CUDA graphs: accelerate a fresh pipeline')
         if channels_last:
             self.to(memory_format=torch.channels_last)
         for owner, name in targets:

@@ -290,4 +290,39 @@ def test_cuda_graphs_need_a_cuda_device_and_no_compile(options_file, tmp_path, c
     out = tmp_path / 'out'
     assert _run(options_file, '-i', str(inputs['rgb']), '-o', str(out), '--cuda-graphs') == 2
     assert '--cuda-graphs: needs a CUDA device; --device cpu gives cpu' in caplog.text
+    assert _run(options_file, '-i', str(inputs['rgb']), '-o', str(out), '--compile-scope', 'all') == 2
+    assert '--compile-scope: has no effect: neither --compile nor CUDA graphs are on' in caplog.text
     assert not out.exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize('device, flags, expected', [
+    ('cuda', [], {'cuda_graphs': True, 'compile_mode': None, 'compile_scope': 'all'}),
+    ('cuda', ['--compile', 'default'], {'cuda_graphs': False, 'compile_mode': 'default', 'compile_scope': 'diffusion'}),
+    ('cuda', ['--no-cuda-graphs'], {'cuda_graphs': False, 'compile_mode': None, 'compile_scope': 'diffusion'}),
+    ('cuda', ['--compile-scope', 'diffusion'], {'cuda_graphs': True, 'compile_mode': None,
+                                                'compile_scope': 'diffusion'}),
+    ('cpu', [], {'cuda_graphs': False, 'compile_mode': None, 'compile_scope': 'diffusion'}),
+    ('cuda', ['--cuda-graphs', '--compile', 'default'], '--cuda-graphs: not with --compile default: choose one'),
+])
+def test_the_fast_path_defaults_per_device(options_file, tmp_path, caplog, monkeypatch, device, flags, expected):
+    """CUDA graphs of every network by default on a CUDA device, nothing on the CPU; --compile switches the graphs
+    off and covers the diffusion networks. (The device and the pipeline are stand-ins: no GPU here.)"""
+    import lpnsr_arch.inference as inference
+    asked = {}
+
+    class Stop(ValueError):
+        pass
+
+    class FakePipeline:
+        def accelerate(self, **kwargs):
+            asked.update(kwargs)
+            raise Stop('stopped after accelerate')
+
+    monkeypatch.setattr(inference, 'resolve_device', lambda name: torch.device(device))
+    monkeypatch.setattr(inference, 'build_pipeline', lambda *args: FakePipeline())
+    inputs = _inputs(tmp_path / 'in')
+    assert main(['--opt', str(options_file), '-i', str(inputs['rgb']), '-o', str(tmp_path / 'out'), *flags]) == 2
+    if isinstance(expected, str):
+        assert expected in caplog.text and not asked
+    else:
+        assert {key: asked[key] for key in expected} == expected and asked['channels_last'] is False

@@ -67,6 +67,13 @@ device for each call and freed. The SwinIR pre-upsampler's masks follow the same
 both together hold at most 512 MiB)."""
 
 
+def capturing_cuda_graph(device: torch.device) -> bool:
+    """Whether ``device`` is a CUDA device whose current stream is capturing a graph (False while ``torch.compile``
+    traces: it traces through the caches anyway)."""
+    return (torch.device(device).type == 'cuda' and not torch.compiler.is_compiling()
+            and torch.cuda.is_current_stream_capturing())
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_shift_mask(height: int, width: int, window_size: int, shift_size: int, device: torch.device,
                        dtype: torch.dtype) -> Tensor:
@@ -78,11 +85,13 @@ def official_shift_mask(height: int, width: int, window_size: int, shift_size: i
     """:func:`build_official_shift_mask` on ``device`` in ``dtype``, built once per combination and cached (up to
     :data:`SHIFT_MASK_CACHE_BYTES`).
 
-    The cache means no host work and no host-to-device copy inside a sampling loop (and CUDA-graph capture works
-    once the mask exists for the captured size). Under ``torch.compile`` the cache is traced through: the mask is
-    then rebuilt inside the graph, but on ``device`` (no host tensors, no copy).
+    The cache means no host work and no host-to-device copy inside a sampling loop. Under ``torch.compile`` the
+    cache is traced through, and during a CUDA-graph capture it is bypassed: the mask is then built inside the graph,
+    on ``device`` (no host tensors, no copy), so a graph never holds the address of a cached mask that a later
+    eviction frees.
     """
-    if height * width * window_size**2 * dtype.itemsize > SHIFT_MASK_CACHE_BYTES:
+    if (height * width * window_size**2 * dtype.itemsize > SHIFT_MASK_CACHE_BYTES
+            or capturing_cuda_graph(device)):
         return build_official_shift_mask(height, width, window_size, shift_size, device).to(dtype)
     return _cached_shift_mask(height, width, window_size, shift_size, torch.device(device), dtype)
 

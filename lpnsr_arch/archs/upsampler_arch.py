@@ -22,7 +22,7 @@ from basicsr.archs.swinir_arch import (BasicLayer, SwinIR, SwinTransformerBlock,
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
-from lpnsr_arch.archs.swin import SHIFT_MASK_CACHE_BYTES, attend_windows
+from lpnsr_arch.archs.swin import SHIFT_MASK_CACHE_BYTES, attend_windows, capturing_cuda_graph
 
 
 def bicubic_upscale(x: Tensor, scale: int) -> Tensor:
@@ -47,8 +47,9 @@ _cached_swinir_shift_mask = functools.lru_cache(maxsize=8)(build_swinir_shift_ma
 def swinir_shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
     """:func:`build_swinir_shift_mask`, cached per size and device up to
     :data:`~lpnsr_arch.archs.swin.SHIFT_MASK_CACHE_BYTES` (a 256-px LR tile's is 16 MiB at window 8; BasicSR
-    rebuilds it on the host for every block and every call at any size but the construction size)."""
-    if height * width * window * window * 4 > SHIFT_MASK_CACHE_BYTES:
+    rebuilds it on the host for every block and every call at any size but the construction size). Bypassed during
+    a CUDA-graph capture, as :func:`~lpnsr_arch.archs.swin.official_shift_mask`."""
+    if height * width * window * window * 4 > SHIFT_MASK_CACHE_BYTES or capturing_cuda_graph(device):
         return build_swinir_shift_mask(height, width, window, shift, device)
     return _cached_swinir_shift_mask(height, width, window, shift, device)
 

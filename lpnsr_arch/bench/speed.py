@@ -121,9 +121,9 @@ def applied(pipeline: LPNSRPipeline, path: SpeedPath) -> Iterator[LPNSRPipeline]
     """``pipeline`` set up for ``path`` (memory format, compiled networks), restored on exit."""
     originals = [(owner, name, getattr(owner, name)) for owner, name in pipeline.compile_targets('all')]
     autocast_cache = pipeline.autocast_cache
-    pipeline.accelerate(channels_last=path.channels_last, compile_mode=path.compile_mode,
-                        cuda_graphs=path.cuda_graphs, compile_scope=path.compile_scope)
     try:
+        pipeline.accelerate(channels_last=path.channels_last, compile_mode=path.compile_mode,
+                            cuda_graphs=path.cuda_graphs, compile_scope=path.compile_scope)
         yield pipeline
     finally:
         for owner, name, module in originals:
