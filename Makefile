@@ -26,8 +26,10 @@ demo: $(STAMP)
 conformance: $(STAMP)
 	$(PY) -m lpnsr_arch.conformance ../shared/conformance/lpnsr_small_a.safetensors
 
+# GPU: the official configurations, eager and CUDA-graph paths (the torch.compile paths take minutes to compile)
 bench-speed: $(STAMP)
-	$(PY) -m lpnsr_arch.bench.speed
+	$(PY) -m lpnsr_arch.bench.speed --preset official --paths eager_fp32 bf16 bf16_tile_batch bf16_graphs \
+	    all_bf16_graphs --out results/bench_speed
 
 clean:
 	rm -rf $(VENV) build *.egg-info
