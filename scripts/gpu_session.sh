@@ -12,10 +12,11 @@
 # keeps the rows it finished); the tables (csv, json) are packed into tables.tar.gz at the end. On an H200
 # (2026-11-27) stage 2 took 103 s, stage 3 236 s with an earlier path list (channels-last instead of the CUDA graphs)
 # and stage 4 68 s; this exact list has not run as a whole.
-# A dry run on the CPU (checks the script itself, about 2 minutes here):
+# A dry run on the CPU (checks the script itself, 148 s here):
 #   DEVICE=cpu PRESET=small SIZES=64 INFER_PATHS=eager_fp32 TRAIN_PATHS=eager_fp32 TRAIN_ARGS="--train-batch 1" \
 #   SMOKE_ARGS=--no-fp16 PATH=.venv/bin:$PATH bash scripts/gpu_session.sh
-# (bf16 paths on a CPU without native bf16, e.g. AVX2 only, take minutes per step: the dry run times fp32 only)
+# (bf16 paths on a CPU without native bf16, e.g. AVX2 only, take minutes per step: the dry run's speed stages
+# time fp32 only)
 set -o pipefail
 OUT=${OUT:-results/gpu_session}
 mkdir -p "$OUT"
