@@ -1,11 +1,12 @@
 """Wrappers that replay a network's GPU work instead of launching it op by op.
 
 At inference sizes such as LR 64 the chain is bound by kernel launches, not arithmetic (``/work/shared/anchors``):
-eleven network calls of hundreds of small kernels each. Two ways remove the launches:
+ten network calls (pre-upsampler, encoder, 4 denoiser, 3 noise-predictor, decoder) of hundreds of small kernels
+each. Two ways remove the launches:
 
 - :class:`CapturedGraphs`: plain CUDA graphs of the eager network, one per call signature (input shapes, dtypes,
-  memory formats, autocast state, the other arguments). Capture takes two warm-up calls and no compiler, so it pays
-  off from the second image of a size on.
+  memory formats, autocast state, the other arguments). Capture takes two warm-up calls and no compiler: the first
+  image of a size runs slower than eagerly, and the graphs pay off over a few images of one size.
 - :class:`GraphReplayed`: ``torch.compile(mode='reduce-overhead')`` (Inductor kernels, also replayed as CUDA graphs)
   made safe for the chain; the compilation takes minutes for the official networks.
 
@@ -27,8 +28,9 @@ logger = logging.getLogger('basicsr')
 __all__ = ['CapturedGraphs', 'GraphReplayed', 'call_signature']
 
 
-def _copy_outputs(outputs: object) -> object:
-    return tree_map(lambda value: value.clone() if isinstance(value, Tensor) else value, outputs)
+def _clone_tensors(tree: object) -> object:
+    """``tree`` (tensors in tuples, lists, dicts) with every tensor copied."""
+    return tree_map(lambda value: value.clone() if isinstance(value, Tensor) else value, tree)
 
 
 class GraphReplayed(nn.Module):
@@ -41,7 +43,7 @@ class GraphReplayed(nn.Module):
 
     def forward(self, *args: object, **kwargs: object) -> object:
         torch.compiler.cudagraph_mark_step_begin()
-        return _copy_outputs(self.compiled(*args, **kwargs))
+        return _clone_tensors(self.compiled(*args, **kwargs))
 
 
 def call_signature(args: Tuple[object, ...], kwargs: Dict[str, object]) -> Optional[Hashable]:
@@ -75,8 +77,8 @@ class _Graph:
     def __init__(self, module: nn.Module, args: Tuple[object, ...], kwargs: Dict[str, object], warmup: int,
                  device: torch.device):
         self.device = device
-        self.inputs = tree_map(lambda value: value.clone() if isinstance(value, Tensor) else value, (args, kwargs))
-        static_args, static_kwargs = self.inputs
+        static_args, static_kwargs = _clone_tensors((args, kwargs))
+        self.static_inputs = tree_flatten((static_args, static_kwargs))[0]
         with torch.cuda.device(device):
             caller = torch.cuda.current_stream(device)
             side = torch.cuda.Stream(device=device)
@@ -93,14 +95,13 @@ class _Graph:
                 torch.cuda.set_stream(caller)
 
     def __call__(self, args: Tuple[object, ...], kwargs: Dict[str, object]) -> object:
-        static, _ = tree_flatten(self.inputs)
         given, _ = tree_flatten((args, kwargs))
         with torch.cuda.device(self.device):
-            for target, value in zip(static, given):
+            for target, value in zip(self.static_inputs, given):
                 if isinstance(target, Tensor):
                     target.copy_(value)
             self.graph.replay()
-            return _copy_outputs(self.outputs)
+            return _clone_tensors(self.outputs)
 
 
 class CapturedGraphs(nn.Module):

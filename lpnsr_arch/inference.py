@@ -64,8 +64,8 @@ def build_parser() -> ArgumentParser:
                         help='torch.compile the networks of --compile-scope (reduce-overhead: CUDA graphs); '
                         'pays off over many images of one size')
     parser.add_argument('--cuda-graphs', action=argparse.BooleanOptionalAction, default=None,
-                        help='replay the networks from CUDA graphs captured per input size (no compiler, one warm-up '
-                        'per size; default: on with a CUDA device unless --compile is given)')
+                        help='replay the networks from CUDA graphs captured per input size (no compiler; two warm-ups '
+                        'and a capture per size; default: on with a CUDA device unless --compile is given)')
     parser.add_argument('--compile-scope', choices=COMPILE_SCOPES, default=None,
                         help='what --compile and --cuda-graphs cover: the denoiser and noise predictor (diffusion) or '
                         'every network (all); default: all with CUDA graphs, diffusion with --compile')

@@ -52,7 +52,7 @@ NOISE_KINDS = ('learned', 'gaussian')
 NOISE_MODES = ('sample', 'mean')
 COLOR_FIXES = ('wavelet', 'adain', 'none')
 COMPILE_SCOPES = ('diffusion', 'all')
-"""What ``--compile`` covers: the denoiser and noise predictor, or every network (:meth:`LPNSRPipeline.accelerate`)."""
+"""What compilation or CUDA graphs cover: the denoiser and noise predictor, or every network (``accelerate``)."""
 PAD_MODES = ('official', 'multiple')
 
 
@@ -366,8 +366,8 @@ class LPNSRPipeline(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- speed
     def compile_targets(self, scope: str) -> List[Tuple[nn.Module, str]]:
-        """The ``(owner, attribute)`` pairs that :meth:`accelerate` compiles for ``scope`` (see :data:`COMPILE_SCOPES`);
-        networks the pipeline lacks (no noise predictor) are left out."""
+        """The ``(owner, attribute)`` pairs that :meth:`accelerate` compiles or captures for ``scope`` (see
+        :data:`COMPILE_SCOPES`); networks the pipeline lacks (no noise predictor) are left out."""
         if scope not in COMPILE_SCOPES:
             raise ValueError(f'compile scope must be one of {COMPILE_SCOPES}, got {scope!r}')
         targets = [(self, 'denoiser'), (self, 'noise_predictor')]
@@ -383,8 +383,8 @@ class LPNSRPipeline(nn.Module):
         ``channels_last``: NHWC memory format for every network (helps convolutions on GPUs and some CPUs).
         ``compile_mode``: ``torch.compile`` with static shapes (``'default'``, or ``'reduce-overhead'`` for CUDA
         graphs of the Inductor kernels); ``None`` keeps eager mode. ``cuda_graphs``: replay the eager networks from
-        CUDA graphs captured per input size (:class:`~lpnsr_arch.acceleration.CapturedGraphs`: no compiler, one
-        warm-up per size; CUDA only, other devices run eagerly); not together with ``compile_mode``.
+        CUDA graphs captured per input size (:class:`~lpnsr_arch.acceleration.CapturedGraphs`: no compiler, two
+        warm-ups and a capture per size; CUDA only, other devices run eagerly); not together with ``compile_mode``.
         ``compile_scope``: what the two cover: ``'diffusion'``, the denoiser and the noise predictor (the calls
         repeated at every step); ``'all'``, also the pre-upsampler and the autoencoder's encoder and decoder.
         Outputs stay within float tolerance of the eager path (``bench.speed`` reports the difference). Wrapped

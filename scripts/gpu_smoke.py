@@ -86,7 +86,7 @@ def pipeline_checks(device: torch.device) -> List[Tuple[str, Callable[[], str]]]
             raise AssertionError('replays differ from the captured call')
         return _checked(outs[-1], references[32], 'bf16')
 
-    checks.append(('pipeline CUDA graphs of every network (bf16)', cuda_graphs))
+    checks.append(('pipeline CUDA graphs, scope all (bf16)', cuda_graphs))
     if device.type == 'cuda':
         def compiled() -> str:
             fast = copy.deepcopy(reference_pipeline).to(device).accelerate(compile_mode='reduce-overhead')
