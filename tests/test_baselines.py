@@ -8,7 +8,7 @@ import torch
 
 import lpnsr_arch  # noqa: F401
 from lpnsr_arch import train
-from lpnsr_arch.models.realesrgan_baseline_model import TrainingPairPool
+from lpnsr_arch.models.synthetic_pairs import TrainingPairPool
 
 from baseline_recipes import TINY_NETWORKS, tiny_recipe, write_images, write_recipe
 

@@ -360,3 +360,29 @@ def test_resshift_with_lpips_backpropagates_through_the_decoder(tmp_path, lpips_
     model.optimize_parameters(1)
     assert set(model.log_dict) == {'l_mse', 'l_lpips'}
     assert model.log_dict['l_lpips'] > 0
+
+
+@pytest.mark.parametrize('gt_usm', [None, True])
+def test_synthetic_batches_train_towards_the_plain_gt_unless_gt_usm(tmp_path, gt_usm):
+    """The diffusion models share the baselines' feed_data (synthetic_pairs.py): a kernel batch is degraded on the
+    device, the target is a GT crop (plain by default, sharpened with ``gt_usm: true``), ``clean`` marks the plain
+    bicubic pairs; a paired batch resets ``clean`` to unknown."""
+    from lpnsr_arch.data.degradation import REALESRGAN_X4PLUS_DEGRADATION
+    opt = make_opt(tmp_path)
+    opt.update(REALESRGAN_X4PLUS_DEGRADATION, gt_size=64, bicubic_prob=0.5)
+    if gt_usm is not None:
+        opt['gt_usm'] = gt_usm
+    model = ResShiftModel(opt)
+    gt = fixed_batch(num=4, gt_size=80)['gt']
+    pulse = torch.zeros(4, 21, 21)
+    pulse[:, 10, 10] = 1
+    torch.manual_seed(0)
+    model.feed_data({'gt': gt, 'kernel1': pulse, 'kernel2': pulse, 'sinc_kernel': pulse})
+    assert model.lq.shape == (4, 3, 16, 16) and model.gt.shape == (4, 3, 64, 64)
+    assert model.clean.dtype == torch.bool and model.clean.shape == (4, )
+    target_is_a_plain_crop = all(
+        any(torch.equal(model.gt[i], gt[i, :, top:top + 64, left:left + 64]) for top in range(17) for left in range(17))
+        for i in range(4))
+    assert target_is_a_plain_crop == (not gt_usm)
+    model.feed_data(fixed_batch())
+    assert model.clean is None

@@ -30,6 +30,7 @@ from basicsr.utils.dist_util import master_only
 
 from lpnsr_arch.archs.upsampler_arch import LPNSRBicubicUpsampler, bicubic_upscale
 from lpnsr_arch.diffusion import DiffusionConfig, ResShiftDiffusion
+from lpnsr_arch.models.synthetic_pairs import SyntheticPairMixin
 from lpnsr_arch.pipeline import InferenceDefaults, LPNSRPipeline
 from lpnsr_arch.weights import load_network_from_options, save_state_dict
 
@@ -141,14 +142,17 @@ def all_processes_agree(flag: bool, device: torch.device) -> bool:
     return bool(agreed.item())
 
 
-class DiffusionSRModel(SRModel):
+class DiffusionSRModel(SyntheticPairMixin, SRModel):
     """Abstract base of the diffusion training models (``net_g`` is the trained network, everything else frozen).
 
     Subclasses set the option-key whitelists below, build their losses in :meth:`init_training_settings` and implement
     :meth:`optimize_parameters` and :meth:`_sampling_parts`. ``nondist_validation`` is BasicSR's: it calls
     :meth:`test`, which runs the inference pipeline (:meth:`sampling_pipeline`) and writes ``self.output``
-    (B, 3, sH, sW) in [0, 1].
+    (B, 3, sH, sW) in [0, 1]. Training batches come from :class:`SyntheticPairMixin` (``self.lq``, ``self.gt``,
+    ``self.clean``), towards the plain GT unless ``gt_usm: true``.
     """
+
+    GT_USM_DEFAULT = False
 
     #: ``network_*`` options that must be present / may be present (``network_g`` is always required).
     REQUIRED_NETWORKS: Tuple[str, ...] = ('network_g', 'network_ae')
@@ -179,6 +183,7 @@ class DiffusionSRModel(SRModel):
         self.print_network(self.net_g)
         self.load_trained_network(self.net_g, 'network_g', default_param_key='params')
         if self.is_train:
+            self.init_synthetic_pairs()
             self.init_training_settings()
 
     # ------------------------------------------------------------------------------------------ options
@@ -419,26 +424,6 @@ class DiffusionSRModel(SRModel):
         self.num_skipped_steps += 1
 
     # ------------------------------------------------------------------------------------------ data and encoding
-    def feed_data(self, data: Dict) -> None:
-        """``lq`` (B,3,h,w) and ``gt`` (B,3,sh,sw) in [0, 1]: from a paired batch, or synthesised on ``self.device``
-        by the Real-ESRGAN second-order degradation when the batch carries ``kernel1`` (training only). ``clean``:
-        (B,) bool, True where a synthesised LR is the plain bicubic downscale (``bicubic_prob``); None for a paired
-        batch."""
-        if self.is_train and 'kernel1' in data:
-            from lpnsr_arch.data.degradation import degrade_batch, training_gt_size
-            pair = degrade_batch(self._degradation(), data, self.device, gt_size=training_gt_size(self.opt))
-            self.lq, self.gt, self.clean = pair.lq, pair.gt, pair.clean
-            return
-        super().feed_data(data)
-        self.clean = None  # a paired batch: whether its LR is a clean downscale is not known
-
-    def _degradation(self):
-        if getattr(self, '_second_order_degradation', None) is None:
-            from lpnsr_arch.data.degradation import SecondOrderDegradation
-            # the Real-ESRGAN recipe keys (resize_prob, noise_range, ...) sit at the top level of the options
-            self._second_order_degradation = SecondOrderDegradation(opt=self.opt, scale=self.scale).to(self.device)
-        return self._second_order_degradation
-
     def upsample(self, lq01: Tensor) -> Tensor:
         """Pre-upsample LR (B,3,h,w) in [0, 1] to (B,3,sh,sw), float32, not clamped (bicubic when no
         ``network_upsampler``). Runs in fp32 outside autocast, like the official SwinIR wrapper."""

@@ -1,8 +1,9 @@
 """Device-agnostic Real-ESRNet / Real-ESRGAN baselines (RRDBNet, SwinIR, ...) trained on the LPNSR degradation.
 
 BasicSR's ``RealESRNetModel``/``RealESRGANModel`` hard-code ``.cuda()`` and inline their own copy of the degradation.
-These models subclass ``SRModel``/``SRGANModel`` instead and build training pairs with
-:func:`lpnsr_arch.data.degradation.degrade_batch`, so baselines and LPNSR see exactly the same synthetic data.
+These models subclass ``SRModel``/``SRGANModel`` instead and take their training pairs from
+:class:`~lpnsr_arch.models.synthetic_pairs.SyntheticPairMixin`, as the diffusion models do, so baselines and LPNSR see
+exactly the same synthetic data.
 
 Options (top level, as in Real-ESRGAN recipes): every key of ``DEGRADATION_KEYS``, ``scale``, ``gt_size``,
 ``gt_usm`` (bool, default true: unsharp-mask the GT before degrading it; Real-ESRNet's target is then the sharpened
@@ -13,7 +14,7 @@ Validation/test batches are plain pairs (``lq``/``gt``), e.g. from ``PairedImage
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import torch
 from torch.nn import functional as F
@@ -21,93 +22,16 @@ from torch.nn import functional as F
 from basicsr.models.realesrgan_model import RealESRGANModel
 from basicsr.models.sr_model import SRModel
 from basicsr.models.srgan_model import SRGANModel
-from basicsr.utils import USMSharp, get_root_logger
+from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from lpnsr_arch.data.degradation import SecondOrderDegradation, TrainingPair, degrade_batch, training_gt_size
+from lpnsr_arch.data.degradation import TrainingPair
+from lpnsr_arch.models.synthetic_pairs import SyntheticPairMixin
 from lpnsr_arch.weights import load_pretrained, resolve_checkpoint
 
-_KERNEL_KEYS = ('kernel1', 'kernel2', 'sinc_kernel')
 
-
-class TrainingPairPool:
-    """Real-ESRGAN's training-pair pool: mixes pairs across batches so one batch holds several degradations.
-
-    Args:
-        size: number of pairs kept (a multiple of the batch size).
-        batch_size: the training batch size when known at construction (checked now rather than at the first swap).
-    """
-
-    def __init__(self, *, size: int, batch_size: Optional[int] = None) -> None:
-        if size <= 0:
-            raise ValueError(f'queue_size must be positive, got {size}')
-        self.size = size
-        if batch_size:
-            self._check_batch(int(batch_size))
-        self.lq_pool: Optional[torch.Tensor] = None
-        self.gt_pool: Optional[torch.Tensor] = None
-        self.filled = 0
-
-    def _check_batch(self, batch: int) -> None:
-        if self.size % batch != 0:
-            raise ValueError(f'queue_size {self.size} must be divisible by datasets.train.batch_size_per_gpu {batch}')
-
-    @torch.no_grad()
-    def swap(self, lq: torch.Tensor, gt: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Store ``(lq, gt)`` ((B,3,h,w), (B,3,H,W)) and return a batch: the same one until the pool is full,
-        then ``B`` random stored pairs."""
-        batch = lq.size(0)
-        if self.lq_pool is None:
-            self._check_batch(batch)
-            self.lq_pool = lq.new_zeros((self.size, *lq.shape[1:]))
-            self.gt_pool = gt.new_zeros((self.size, *gt.shape[1:]))
-        if self.filled < self.size:
-            self.lq_pool[self.filled:self.filled + batch] = lq
-            self.gt_pool[self.filled:self.filled + batch] = gt
-            self.filled += batch
-            return lq, gt
-        order = torch.randperm(self.size, device=self.lq_pool.device)
-        self.lq_pool, self.gt_pool = self.lq_pool[order], self.gt_pool[order]
-        lq_out, gt_out = self.lq_pool[:batch].clone(), self.gt_pool[:batch].clone()
-        self.lq_pool[:batch], self.gt_pool[:batch] = lq, gt
-        return lq_out, gt_out
-
-
-class SyntheticPairMixin:
-    """``feed_data`` for BasicSR SR models: RealESRGANDataset batches are degraded on ``self.device``; batches that
-    already carry ``lq`` (validation, paired training) are used as they are."""
-
-    def _init_synthetic_pairs(self) -> None:
-        opt = self.opt
-        self.gt_size = training_gt_size(opt)
-        self.degradation = SecondOrderDegradation(opt=opt, scale=int(opt['scale'])).to(self.device)
-        self.usm_sharpener = USMSharp().to(self.device) if opt.get('gt_usm', True) else None
-        queue_size = int(opt.get('queue_size', 0))
-        batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
-        self.pair_pool = TrainingPairPool(size=queue_size, batch_size=batch) if queue_size > 0 else None
-
-    @torch.no_grad()
-    def feed_data(self, data: Dict[str, torch.Tensor]) -> None:
-        """Set ``self.lq`` (B,3,h,w) and, when available, ``self.gt`` (B,3,H,W), both in [0,1] on ``self.device``."""
-        if all(key in data for key in _KERNEL_KEYS):
-            if not self.is_train:
-                raise ValueError('a RealESRGANDataset batch (gt + kernels) was fed to a model built for testing')
-            pair = degrade_batch(self.degradation, data, self.device, gt_size=self.gt_size,
-                                 usm_sharpener=self.usm_sharpener)
-            lq, gt = pair.lq, self._training_target(pair)
-            if self.pair_pool is not None:
-                lq, gt = self.pair_pool.swap(lq, gt)
-            self.lq, self.gt = lq, gt
-        elif 'lq' in data:
-            self.lq = data['lq'].to(self.device)
-            if 'gt' in data:
-                self.gt = data['gt'].to(self.device)
-        else:
-            raise KeyError(f"batch has neither 'lq' nor RealESRGANDataset kernels; keys: {sorted(data)}")
-
-    def _training_target(self, pair: TrainingPair) -> torch.Tensor:
-        """``self.gt`` for a synthesised pair: Real-ESRNet trains towards the sharpened GT (``gt_usm``)."""
-        return pair.gt if pair.gt_usm is None else pair.gt_usm
+class _BaselineMixin(SyntheticPairMixin):
+    """What both baselines add to BasicSR's models: the plugin's checkpoint loader and window padding in ``test``."""
 
     def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True,
                      param_key: Optional[str] = 'params') -> None:
@@ -139,17 +63,17 @@ class SyntheticPairMixin:
 
 
 @MODEL_REGISTRY.register()
-class LPNSRRealESRNetModel(SyntheticPairMixin, SRModel):
+class LPNSRRealESRNetModel(_BaselineMixin, SRModel):
     """Real-ESRNet-style baseline: ``net_g`` trained with ``pixel_opt`` (L1) on the shared degradation."""
 
     def __init__(self, opt: dict) -> None:
         super().__init__(opt)
         if self.is_train:
-            self._init_synthetic_pairs()
+            self.init_synthetic_pairs()
 
 
 @MODEL_REGISTRY.register()
-class LPNSRRealESRGANModel(SyntheticPairMixin, SRGANModel):
+class LPNSRRealESRGANModel(_BaselineMixin, SRGANModel):
     """Real-ESRGAN-style baseline: ``net_g`` + ``net_d`` with ``pixel_opt`` and ``gan_opt`` (``perceptual_opt``
     optional: VGG weights are not available offline) on the shared degradation."""
 
@@ -162,7 +86,7 @@ class LPNSRRealESRGANModel(SyntheticPairMixin, SRGANModel):
                 raise ValueError(f'option {key} must be true or false, got {value!r}')
         super().__init__(opt)
         if self.is_train:
-            self._init_synthetic_pairs()
+            self.init_synthetic_pairs()
 
     def _training_target(self, pair: TrainingPair) -> torch.Tensor:
         """The plain GT: the sharpened one is made per batch in :meth:`optimize_parameters` (after the pair pool)."""
