@@ -99,7 +99,7 @@ def check_options_before_start(pipeline_name: str, argv: List[str], root_path: s
     import torch
     from basicsr.utils.registry import MODEL_REGISTRY
 
-    from lpnsr_arch.data.degradation import training_gt_size
+    from lpnsr_arch.data.degradation import training_gt_size, validate_degradation_opt
     from lpnsr_arch.data.sources import check_dataset_options
     from lpnsr_arch.weights import check_checkpoints_exist
 
@@ -124,6 +124,7 @@ def check_options_before_start(pipeline_name: str, argv: List[str], root_path: s
     train_set = (opt.get('datasets') or {}).get('train') or {}
     if is_train and str(train_set.get('type', '')).endswith('RealESRGANDataset'):  # pairs degraded in the model
         training_gt_size(opt)
+        validate_degradation_opt(opt)
 
 
 def run_basicsr_pipeline(pipeline_name: str, argv: Optional[List[str]], root_path: Optional[str]) -> None:

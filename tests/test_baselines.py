@@ -129,6 +129,8 @@ def test_gan_baseline_flags_can_sharpen_the_real_images_or_nothing(tmp_path: Pat
     from basicsr.utils import USMSharp
     with pytest.raises(ValueError, match='gan_gt_usm must be true or false'):
         built_gan_baseline(tmp_path / 'a', gan_gt_usm='yes')
+    with pytest.raises(ValueError, match="gt_usm must be true or false, got 'false'"):
+        built_gan_baseline(tmp_path / 'b', gt_usm='false')
     for options, sharpened_real in (({'gan_gt_usm': True}, True), ({'gt_usm': False}, False)):
         model = built_gan_baseline(tmp_path / str(len(options)) / next(iter(options)), **options)
         assert (model.usm_sharpener is None) == (not options.get('gt_usm', True))

@@ -181,6 +181,20 @@ def test_a_dataset_mistake_is_refused_before_the_experiment_folder_is_made(tmp_p
     assert (earlier / 'train.log').read_text() == 'an earlier run'
 
 
+@pytest.mark.parametrize('key, value, words', [
+    ('bicubic_prb', 0.3, "did you mean the degradation option 'bicubic_prob'"), ('noise_range', [30], 'noise_range')])
+def test_a_degradation_mistake_is_refused_before_the_experiment_folder_is_made(tmp_path: Path, caplog, key, value,
+                                                                               words) -> None:
+    """The degradation is built at the first synthetic batch; its options are checked before BasicSR starts."""
+    folders = write_images(tmp_path)
+    recipe = tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', folders, name='mistake')
+    recipe[key] = value
+    with pytest.raises(SystemExit, match='2'):
+        train_entry.main(['-opt', write_recipe(recipe, tmp_path / 'mistake.yml')], root_path=str(tmp_path))
+    assert words in caplog.records[-1].getMessage()
+    assert not (tmp_path / 'experiments').exists()
+
+
 def test_the_checks_before_the_start_see_force_yml_and_cover_test_py(tmp_path: Path, caplog) -> None:
     folders = write_images(tmp_path)
     recipe = write_recipe(tiny_recipe('rrdbnet', 'LPNSRRealESRNetModel', folders, name='forced'), tmp_path / 'r.yml')

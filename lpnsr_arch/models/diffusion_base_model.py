@@ -222,6 +222,7 @@ class DiffusionSRModel(SyntheticPairMixin, SRModel):
                 raise KeyError(f'unknown option(s) {["train." + k for k in unknown]} for {cls.__name__}; '
                                f'expected a subset of {sorted(cls.TRAIN_KEYS)}')
             cls.check_train_options(opt.get('train') or {}, opt)
+            # no pool: a pooled batch's clean mask is unknown, and LPNSRModel's gan_samples needs it
             if int(opt.get('queue_size') or 0):
                 raise KeyError(f'queue_size: {cls.__name__} keeps no training-pair pool (only the baseline '
                                'models do); remove the key or set it to 0')

@@ -67,9 +67,10 @@ class SyntheticPairMixin:
     """``feed_data`` for BasicSR models (mixed in before ``SRModel``/``SRGANModel``; call
     :meth:`init_synthetic_pairs` in ``__init__`` when training).
 
-    Options (top level, as in Real-ESRGAN recipes): the degradation keys, ``scale``, ``gt_size``, ``gt_usm``
-    (unsharp-mask the GT target; default :attr:`GT_USM_DEFAULT`) and ``queue_size`` (Real-ESRGAN's training-pair
-    pool, default 0: none).
+    Options (top level, as in Real-ESRGAN recipes): the degradation keys, ``scale``, ``gt_size``, ``gt_usm`` (bool,
+    default :attr:`GT_USM_DEFAULT`: unsharp-mask the GT; as Real-ESRGAN, the LR, clean bicubic pairs included, is then
+    made from the sharpened GT, and :meth:`_training_target` picks the target) and ``queue_size`` (Real-ESRGAN's
+    training-pair pool, default 0: none).
     """
 
     #: the default of ``gt_usm``: Real-ESRNet trains towards the sharpened GT, ResShift and LPNSR towards the plain one
@@ -79,8 +80,11 @@ class SyntheticPairMixin:
         """Build the optional GT sharpener and pair pool on ``self.device``; the degradation is built at the first
         synthetic batch (a model trained on paired batches needs none of its options)."""
         opt = self.opt
+        gt_usm = opt.get('gt_usm', self.GT_USM_DEFAULT)
+        if not isinstance(gt_usm, bool):
+            raise ValueError(f'option gt_usm must be true or false, got {gt_usm!r}')
         self.degradation: Optional[SecondOrderDegradation] = None
-        self.usm_sharpener = USMSharp().to(self.device) if opt.get('gt_usm', self.GT_USM_DEFAULT) else None
+        self.usm_sharpener = USMSharp().to(self.device) if gt_usm else None
         queue_size = int(opt.get('queue_size') or 0)
         batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
         self.pair_pool = TrainingPairPool(size=queue_size, batch_size=batch) if queue_size > 0 else None
@@ -90,12 +94,17 @@ class SyntheticPairMixin:
         """Set ``self.lq`` (B,3,h,w), ``self.gt`` (B,3,sh,sw) when the batch has one, both in [0, 1] on
         ``self.device``, and ``self.clean``: (B,) bool, True where a synthesised LR is the plain bicubic downscale
         (``bicubic_prob``); None for a paired batch or a pooled one (not known)."""
-        if all(key in data for key in _KERNEL_KEYS):
+        kernels = [key for key in _KERNEL_KEYS if key in data]
+        if kernels:
+            if len(kernels) < len(_KERNEL_KEYS):
+                missing = [key for key in _KERNEL_KEYS if key not in data]
+                raise KeyError(f'a RealESRGANDataset batch needs {list(_KERNEL_KEYS)}; this one lacks {missing}')
             if not self.is_train or not hasattr(self, 'degradation'):
-                raise ValueError('a RealESRGANDataset batch (gt + kernels) was fed to a model built for testing')
+                raise ValueError('a RealESRGANDataset batch (gt + kernels) was fed to a model built for testing (or '
+                                 'to one whose __init__ did not call init_synthetic_pairs)')
             if self.degradation is None:
                 self.gt_size = training_gt_size(self.opt)
-                scale = int(self.opt.get('scale', 4))
+                scale = getattr(self, 'scale', None) or int(self.opt['scale'])
                 self.degradation = SecondOrderDegradation(opt=self.opt, scale=scale).to(self.device)
             pair = degrade_batch(self.degradation, data, self.device, gt_size=self.gt_size,
                                  usm_sharpener=self.usm_sharpener)
