@@ -235,6 +235,10 @@ class TrainingPair(NamedTuple):
     gt_usm: Optional[torch.Tensor]  # the same crop of the sharpened GT (with ``usm_sharpener``), else None
 
 
+KERNEL_KEYS = ('kernel1', 'kernel2', 'sinc_kernel')
+"""The blur kernels of a RealESRGANDataset batch, each (B, 21, 21)."""
+
+
 @torch.no_grad()
 def degrade_batch(degradation: SecondOrderDegradation, data: Dict[str, torch.Tensor], device: torch.device, *,
                   gt_size: int, usm_sharpener: Optional[USMSharp] = None) -> TrainingPair:
@@ -252,7 +256,7 @@ def degrade_batch(degradation: SecondOrderDegradation, data: Dict[str, torch.Ten
     Returns:
         a :class:`TrainingPair`: the same random crop of the LR, the plain GT and (if sharpened) the sharpened GT.
     """
-    for key in ('gt', 'kernel1', 'kernel2', 'sinc_kernel'):
+    for key in ('gt', ) + KERNEL_KEYS:
         if key not in data:
             raise KeyError(f"batch has no '{key}': degrade_batch needs a RealESRGANDataset-style batch")
     gt = data['gt'].to(device)

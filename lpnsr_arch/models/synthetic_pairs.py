@@ -13,12 +13,10 @@ import torch
 
 from basicsr.utils import USMSharp
 
-from lpnsr_arch.data.degradation import SecondOrderDegradation, TrainingPair, degrade_batch, training_gt_size
+from lpnsr_arch.data.degradation import (KERNEL_KEYS, SecondOrderDegradation, TrainingPair, degrade_batch,
+                                         training_gt_size)
 
 __all__ = ['SyntheticPairMixin', 'TrainingPairPool']
-
-_KERNEL_KEYS = ('kernel1', 'kernel2', 'sinc_kernel')
-
 
 class TrainingPairPool:
     """Real-ESRGAN's training-pair pool: mixes pairs across batches so one batch holds several degradations.
@@ -94,11 +92,7 @@ class SyntheticPairMixin:
         """Set ``self.lq`` (B,3,h,w), ``self.gt`` (B,3,sh,sw) when the batch has one, both in [0, 1] on
         ``self.device``, and ``self.clean``: (B,) bool, True where a synthesised LR is the plain bicubic downscale
         (``bicubic_prob``); None for a paired batch or a pooled one (not known)."""
-        kernels = [key for key in _KERNEL_KEYS if key in data]
-        if kernels:
-            if len(kernels) < len(_KERNEL_KEYS):
-                missing = [key for key in _KERNEL_KEYS if key not in data]
-                raise KeyError(f'a RealESRGANDataset batch needs {list(_KERNEL_KEYS)}; this one lacks {missing}')
+        if any(key in data for key in KERNEL_KEYS):  # degrade_batch names a missing kernel
             if not self.is_train or not hasattr(self, 'degradation'):
                 raise ValueError('a RealESRGANDataset batch (gt + kernels) was fed to a model built for testing (or '
                                  'to one whose __init__ did not call init_synthetic_pairs)')
