@@ -1,23 +1,25 @@
 """Export the demonstration model's EMA weights from ``experiments/`` to ``weights/demo/*.safetensors``.
 
-Run by ``scripts/train_demo_model.sh`` after the stages of ``options/demo_model/`` have trained (the later phases of
-a stage, ``NNb``, ``NNc``, ..., continue the one before; each stage's last phase is the run exported)::
+Run by ``scripts/train_demo_model.sh`` after the stages of ``options/demo_model/`` have trained (the runs exported
+are those of :data:`DEMO_STAGES`); ``--run`` exports any one training run instead (``scripts/gpu_train_demo.sh``)::
 
     python -m lpnsr_arch.export_demo --out weights/demo
+    python -m lpnsr_arch.export_demo --out $OUT --run probe_swinir_5_noise_predictor   # -> $OUT/<run>.safetensors
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from lpnsr_arch.weights import CheckpointError, read_state_dict, save_state_dict
+from lpnsr_arch.weights import CheckpointError, StateDict, read_state_dict, save_state_dict, without_derived_buffers
 
 logger = logging.getLogger(__name__)
 
-# shipped file name -> the training run whose latest EMA weights it holds
+# shipped file name -> the training run whose last saved EMA weights it holds
 DEMO_STAGES: Dict[str, str] = {
     'upsampler_rrdbnet.safetensors': 'demo_model_1b_upsampler_RRDBNet',
     'denoiser_resshift.safetensors': 'demo_model_2b_denoiser_ResShift',
@@ -25,31 +27,58 @@ DEMO_STAGES: Dict[str, str] = {
 }
 
 
-def export_demo(*, experiments: Path, out: Path) -> List[Path]:
-    """Copy ``params_ema`` of each stage's ``net_g_latest.pth`` into a flat safetensors file; returns the paths.
+def last_checkpoint(models: Path) -> Path:
+    """``models/net_g_latest.pth`` (written when a run ends), else the highest-numbered ``net_g_<iter>.pth`` (a run
+    stopped early: its last periodic save). Raises :class:`CheckpointError` naming the folder when there is none."""
+    latest = models / 'net_g_latest.pth'
+    if latest.is_file():
+        return latest
+    numbered = [p for p in models.glob('net_g_*.pth') if re.fullmatch(r'net_g_\d+\.pth', p.name)]
+    if not numbered:
+        raise CheckpointError(f'{models}: no net_g_latest.pth nor any net_g_<iter>.pth (has the run trained?)')
+    last = max(numbered, key=lambda p: int(p.stem.rsplit('_', 1)[1]))
+    logger.warning('%s: no net_g_latest.pth (the run stopped early): exporting %s', models, last.name)
+    return last
 
-    Every stage is read before any file is written: the stages belong together (each was trained on the outputs of
-    the ones before it), so a missing or unreadable run leaves the shipped set as it was.
+
+def read_ema_weights(checkpoint: Path) -> StateDict:
+    """The ``params_ema`` of a BasicSR training checkpoint without the Swin buffers the networks rebuild
+    (``attn_mask``, ``relative_position_index``: a quarter of a small SwinIR's file)."""
+    return without_derived_buffers(read_state_dict(checkpoint, param_key='params_ema'))
+
+
+def export_runs(runs: Dict[str, str], *, experiments: Path, out: Path) -> List[Path]:
+    """Write ``params_ema`` of each run's last checkpoint (:func:`last_checkpoint`) to ``out/<file name>``, flat
+    safetensors, for ``runs`` = {file name: run}; returns the paths.
+
+    Every run is read before any file is written: the demonstration stages belong together (each was trained on the
+    outputs of the ones before it), so a missing or unreadable run leaves the shipped set as it was.
     """
-    states = {}
-    for file_name, run in DEMO_STAGES.items():
-        states[file_name] = read_state_dict(experiments / run / 'models' / 'net_g_latest.pth', param_key='params_ema')
+    sources = {name: last_checkpoint(experiments / run / 'models') for name, run in runs.items()}
+    states = {name: read_ema_weights(source) for name, source in sources.items()}
     written = []
-    for file_name, run in DEMO_STAGES.items():
-        written.append(save_state_dict(out / file_name, states[file_name],
-                                       metadata={'source': f'{run}/net_g_latest.pth'}))
-        logger.info('%s <- %s/models/net_g_latest.pth (%d tensors)', out / file_name, run, len(states[file_name]))
+    for name, run in runs.items():
+        source = f'{run}/{sources[name].name}'
+        written.append(save_state_dict(out / name, states[name], metadata={'source': source}))
+        logger.info('%s <- %s (%d tensors)', out / name, source, len(states[name]))
     return written
+
+
+def export_demo(*, experiments: Path, out: Path) -> List[Path]:
+    """:func:`export_runs` of :data:`DEMO_STAGES`: the shipped set."""
+    return export_runs(DEMO_STAGES, experiments=experiments, out=out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--experiments', type=Path, default=Path('experiments'))
     parser.add_argument('--out', type=Path, default=Path('weights/demo'))
+    parser.add_argument('--run', help='export this run alone, to <out>/<run>.safetensors (default: the shipped set)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
+    runs = {f'{args.run}.safetensors': args.run} if args.run else DEMO_STAGES
     try:
-        export_demo(experiments=args.experiments, out=args.out)
+        export_runs(runs, experiments=args.experiments, out=args.out)
     except CheckpointError as err:
         logger.error('export stopped, nothing written: %s', err)
         return 2

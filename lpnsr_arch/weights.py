@@ -165,6 +165,12 @@ def _is_derived_buffer(key: str) -> bool:
     return key.endswith(DERIVED_BUFFER_SUFFIXES)
 
 
+def without_derived_buffers(state: Mapping[str, Tensor]) -> StateDict:
+    """``state`` without the Swin buffers that the networks rebuild (:data:`DERIVED_BUFFER_SUFFIXES`): what a
+    shipped file needs (a strict load accepts their absence)."""
+    return {key: value for key, value in state.items() if not _is_derived_buffer(key)}
+
+
 def check_compatibility(net: nn.Module, state: Mapping[str, Tensor], source: str = '<state dict>') -> None:
     """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped keys. The derived Swin buffers are
     exempt, except that a checkpoint holding shift masks must hold them for the same blocks as the network."""

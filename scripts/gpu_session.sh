@@ -52,11 +52,9 @@ stage() {
     [ "$status" -eq 0 ] || failures=$((failures + 1))
 }
 
-if ! python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("basicsr") is None)'; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+PY=python3
+# shellcheck source=scripts/device_env.sh
+. scripts/device_env.sh
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
     python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__,

@@ -30,14 +30,32 @@ def test_export_takes_the_ema_weights_of_each_stage(tmp_path):
     for index, run in enumerate(export_demo.DEMO_STAGES.values()):
         models = tmp_path / 'experiments' / run / 'models'
         models.mkdir(parents=True)
-        torch.save({'params': {'w': torch.zeros(2)}, 'params_ema': {'w': torch.full((2, ), float(index))}},
-                   models / 'net_g_latest.pth')
+        ema = {'w': torch.full((2, ), float(index)), 'layers.0.blocks.1.attn_mask': torch.zeros(4, 64, 64),
+               'layers.0.blocks.1.attn.relative_position_index': torch.zeros(64, 64, dtype=torch.long)}
+        torch.save({'params': {'w': torch.zeros(2)}, 'params_ema': ema}, models / 'net_g_latest.pth')
     written = export_demo.export_demo(experiments=tmp_path / 'experiments', out=tmp_path / 'weights')
     assert [p.name for p in written] == list(export_demo.DEMO_STAGES)
     for index, path in enumerate(written):
-        assert torch.equal(read_state_dict(path)['w'], torch.full((2, ), float(index)))
-    with pytest.raises(Exception, match='net_g_latest.pth'):
+        state = read_state_dict(path)
+        assert list(state) == ['w'], 'the Swin buffers the networks rebuild are left out'
+        assert torch.equal(state['w'], torch.full((2, ), float(index)))
+    with pytest.raises(Exception, match='no net_g_latest.pth nor any net_g_<iter>.pth'):
         export_demo.export_demo(experiments=tmp_path / 'nowhere', out=tmp_path / 'w2')
+
+
+def test_export_of_one_run_stopped_early(tmp_path):
+    models = tmp_path / 'experiments' / 'probe_run' / 'models'
+    models.mkdir(parents=True)
+    for iteration in (300, 1200, 900):  # no net_g_latest.pth: the last periodic save counts
+        torch.save({'params_ema': {'w': torch.full((1, ), float(iteration))}}, models / f'net_g_{iteration}.pth')
+    (models / 'net_g_best.pth').write_bytes(b'not a numbered save')
+    out = tmp_path / 'out'
+    assert export_demo.main(['--experiments', str(tmp_path / 'experiments'), '--out', str(out), '--run',
+                             'probe_run']) == 0
+    assert [p.name for p in out.iterdir()] == ['probe_run.safetensors']
+    assert read_state_dict(out / 'probe_run.safetensors')['w'].item() == 1200.0
+    assert export_demo.main(['--experiments', str(tmp_path / 'experiments'), '--out', str(out), '--run',
+                             'no_such_run']) == 2
 
 
 def test_export_writes_nothing_when_a_stage_is_missing(tmp_path):
@@ -82,3 +100,31 @@ def test_an_unknown_photo_name_is_one_error_line_and_nothing_is_written(tmp_path
         demo.main(['--images', 'astronaut', 'nosuch', '--out', str(tmp_path / 'demo')])
     assert '--images: unknown image(s) nosuch; available:' in caplog.text
     assert not (tmp_path / 'demo').exists()
+
+
+def test_the_demo_recipes_train_the_networks_the_shipped_options_load():
+    import yaml
+
+    from lpnsr_arch.weights import REPO_ROOT
+
+    def load(relative):
+        return yaml.safe_load((REPO_ROOT / relative).read_text(encoding='utf-8'))
+
+    inference = load('options/demo/inference_lpnsr_demo.yml')
+    recipes = {path.stem: load(path) for path in (REPO_ROOT / 'options' / 'demo_model').glob('*.yml')}
+    runs = {recipe['name']: stem for stem, recipe in recipes.items()}
+    for file_name, run in export_demo.DEMO_STAGES.items():
+        assert run in runs, f'{file_name}: no recipe in options/demo_model names the run {run}'
+        assert (REPO_ROOT / 'weights' / 'demo' / file_name).is_file(), file_name
+    shipped = {name: recipes[runs[run]] for name, run in export_demo.DEMO_STAGES.items()}
+    assert shipped['upsampler_rrdbnet.safetensors']['network_g'] == inference['network_upsampler']
+    assert shipped['denoiser_resshift.safetensors']['network_g'] == inference['network_unet']
+    noise_stage = shipped['noise_predictor_lpnsr.safetensors']
+    assert noise_stage['network_g'] == inference['network_noise']
+    for key in ('network_unet', 'network_upsampler', 'network_ae', 'diffusion'):
+        assert noise_stage[key] == inference[key], key
+    probe = recipes['probe_swinir_5_noise_predictor']  # the SwinIR probe fine-tunes the shipped networks
+    assert probe['network_g'] == inference['network_noise'] and probe['network_unet'] == inference['network_unet']
+    assert probe['network_upsampler'] == recipes['probe_swinir_4c_upsampler']['network_g']
+    assert probe['path']['pretrain_network_g'] == inference['path']['pretrain_network_noise']
+    assert probe['path']['pretrain_network_unet'] == inference['path']['pretrain_network_unet']
