@@ -1,7 +1,8 @@
 """Export the demonstration model's EMA weights from ``experiments/`` to ``weights/demo/*.safetensors``.
 
 Run by ``scripts/train_demo_model.sh`` after the stages of ``options/demo_model/`` have trained (the runs exported
-are those of :data:`DEMO_STAGES`); ``--run`` exports any one training run instead (``scripts/gpu_train_demo.sh``)::
+are those of :data:`DEMO_STAGES`); ``--run`` exports any one training run instead
+(``scripts/gpu_train_swinir_probe.sh``)::
 
     python -m lpnsr_arch.export_demo --out weights/demo
     python -m lpnsr_arch.export_demo --out $OUT --run probe_swinir_5_noise_predictor   # -> $OUT/<run>.safetensors
@@ -43,7 +44,7 @@ def last_checkpoint(models: Path) -> Path:
 
 def read_ema_weights(checkpoint: Path) -> StateDict:
     """The ``params_ema`` of a BasicSR training checkpoint without the Swin buffers the networks rebuild
-    (``attn_mask``, ``relative_position_index``: a quarter of a small SwinIR's file)."""
+    (``attn_mask``, ``relative_position_index``: more than half of a small SwinIR's file, 2.3 MB -> 1.0 MB)."""
     return without_derived_buffers(read_state_dict(checkpoint, param_key='params_ema'))
 
 

@@ -22,7 +22,7 @@
 #   UPSAMPLER=... bash scripts/gpu_train_swinir_probe.sh
 set -o pipefail
 cd "$(dirname "$0")/.." || exit 1
-OUT=${OUT:-results/gpu_train_demo}
+OUT=${OUT:-results/gpu_train_swinir_probe}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 START=$(date +%s)

@@ -5,7 +5,7 @@ kept: each file is read back and compared) and ``val_realesrgan_x4`` copied as i
 
     .venv/bin/python scripts/pack_training_data.py --data ../shared/data --out .data
 
-On the device, ``scripts/gpu_train_demo.sh`` links ``../shared/data`` to the folder, so the options' paths hold.
+On the device, ``scripts/gpu_train_swinir_probe.sh`` links ``../shared/data`` to the folder, so the options' paths hold.
 """
 from __future__ import annotations
 
