@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['wavelet_blur', 'wavelet_decomposition', 'wavelet_lowpass', 'wavelet_color_fix', 'adain_color_fix', 'WAVELET_LEVELS']
+__all__ = ['wavelet_blur', 'wavelet_decomposition', 'wavelet_lowpass', 'wavelet_color_fix', 'adain_color_fix',
+           'WAVELET_LEVELS']
 
 WAVELET_LEVELS = 5
 """The number of decomposition levels of the official colour correction (dilations 1, 2, 4, 8, 16)."""

@@ -58,6 +58,9 @@ def build_parser() -> ArgumentParser:
                         help='autocast precision of the diffusion part (default: bf16 on CUDA, fp32 on CPU)')
     parser.add_argument('--upsampler-precision', choices=sorted(PRECISIONS), default='fp32',
                         help='precision of the pre-upsampler (default fp32, as the official code)')
+    parser.add_argument('--upsampler-self-ensemble', action=argparse.BooleanOptionalAction, default=None,
+                        help='average the pre-upsampler over the 8 flips and quarter turns of the LR (8x its cost; '
+                             'default from the options\' inference.upsampler_self_ensemble)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, ...')
     parser.add_argument('--channels-last', action='store_true', help='NHWC memory format (faster convolutions on GPUs)')
     parser.add_argument('--compile', choices=('none', 'default', 'reduce-overhead'), default='none',
@@ -161,7 +164,8 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
                                  f'{written[out_path.resolve()]} in this run (same name stem); {hint}')
             sr01 = pipeline(lr01.to(device), seed=seed, noise=args.noise, color_fix=args.color_fix, tile=args.tile,
                             tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, precision=precision,
-                            upsampler_precision=args.upsampler_precision)
+                            upsampler_precision=args.upsampler_precision,
+                            upsampler_self_ensemble=args.upsampler_self_ensemble)
             write_image(out_path, restore_mode(sr01, record, pipeline.scale).cpu(), bit_depth=record.bit_depth)
         except (ImageReadError, ValueError, OSError) as error:
             message = str(error)  # most already start with the path

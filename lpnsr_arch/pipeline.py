@@ -32,7 +32,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from lpnsr_arch.acceleration import CapturedGraphs, GraphReplayed
-from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
+from lpnsr_arch.archs.upsampler_arch import bicubic_upscale, dihedral_self_ensemble
 from lpnsr_arch.color import adain_color_fix, wavelet_color_fix
 from lpnsr_arch.diffusion import DiffusionConfig, GaussianNoise, LearnedNoise, ResShiftDiffusion
 from lpnsr_arch.messages import from_option_block, integer_at_least
@@ -230,6 +230,9 @@ class InferenceDefaults:
     noise: str = 'learned'
     color_fix: str = 'wavelet'
     seed: int = 12345
+    upsampler_self_ensemble: bool = False
+    """Average the pre-upsampler over the eight flips and quarter turns of the LR (EDSR's x8 self-ensemble; eight
+    times its cost). Not in the official pipeline."""
 
     def __post_init__(self) -> None:
         """Refuse values :meth:`LPNSRPipeline.forward` cannot use, naming the ``inference.<key>`` option."""
@@ -244,6 +247,8 @@ class InferenceDefaults:
                 object.__setattr__(self, key, integer_at_least(getattr(self, key), key, low))  # numpy ints become ints
             except ValueError as error:
                 problems.append(str(error))
+        if not isinstance(self.upsampler_self_ensemble, bool):
+            problems.append(f'upsampler_self_ensemble must be true or false, got {self.upsampler_self_ensemble!r}')
         if not problems and self.tile and self.tile_overlap >= self.tile:
             problems.append(f'tile_overlap must be smaller than tile ({self.tile}), got {self.tile_overlap}')
         if problems:
@@ -419,14 +424,16 @@ class LPNSRPipeline(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision], cache_enabled=self.autocast_cache)
 
-    def pre_upsample(self, lq: Tensor, *, upsampler_precision: str = 'fp32') -> Tensor:
+    def pre_upsample(self, lq: Tensor, *, upsampler_precision: str = 'fp32', self_ensemble: bool = False) -> Tensor:
         """The pre-upsampled LR: (B, 3, h, w) in [-1, 1] -> (B, 3, h*scale, w*scale) in about [-1, 1] (not clamped).
 
-        Runs outside any enclosing autocast, in ``upsampler_precision`` (fp32 as the official code).
+        Runs outside any enclosing autocast, in ``upsampler_precision`` (fp32 as the official code). ``self_ensemble``:
+        the mean over the eight flips and quarter turns (:func:`dihedral_self_ensemble`).
         """
+        lq01 = (lq.float() + 1) * 0.5
         with torch.autocast(device_type=lq.device.type, enabled=False):
             with self.precision_context(lq.device, upsampler_precision):
-                up01 = self.upsampler((lq.float() + 1) * 0.5)
+                up01 = dihedral_self_ensemble(self.upsampler, lq01) if self_ensemble else self.upsampler(lq01)
         return up01.float() * 2 - 1
 
     def noise_source(self, noise: str, draws: Callable[[Tensor], Tensor], noise_mode: str = 'sample'):
@@ -445,7 +452,8 @@ class LPNSRPipeline(nn.Module):
                     noise: str = 'learned',
                     noise_mode: str = 'sample',
                     precision: str = 'fp32',
-                    upsampler_precision: str = 'fp32') -> Tensor:
+                    upsampler_precision: str = 'fp32',
+                    upsampler_self_ensemble: bool = False) -> Tensor:
         """The official ``sample_func`` on an already padded batch: LR in [-1, 1] -> SR in [-1, 1].
 
         pre-upsample (fp32) -> ``autoencoder.encode`` -> reverse chain -> ``autoencoder.decode(quantize=True)`` ->
@@ -459,12 +467,13 @@ class LPNSRPipeline(nn.Module):
             noise_mode: ``'sample'`` (official) or ``'mean'`` (the predictor's mean: deterministic).
             precision: autocast dtype for encode/chain/decode.
             upsampler_precision: precision of the pre-upsampler.
+            upsampler_self_ensemble: average the pre-upsampler over the eight flips and quarter turns.
 
         Returns:
             (B, 3, h*scale, w*scale) float32 in [-1, 1].
         """
         self._check_lq(lq)
-        lr_up = self.pre_upsample(lq, upsampler_precision=upsampler_precision)
+        lr_up = self.pre_upsample(lq, upsampler_precision=upsampler_precision, self_ensemble=upsampler_self_ensemble)
         source = self.noise_source(noise, draws, noise_mode)
         with self.precision_context(lq.device, precision):
             z_y = self.autoencoder.encode(lr_up)
@@ -522,6 +531,7 @@ class LPNSRPipeline(nn.Module):
                 tile_batch: Optional[int] = None,
                 precision: str = 'fp32',
                 upsampler_precision: str = 'fp32',
+                upsampler_self_ensemble: Optional[bool] = None,
                 pad_mode: Optional[str] = None,
                 exact_blend: bool = False,
                 progress: Optional[Callable[[int, int], None]] = None) -> Tensor:
@@ -541,6 +551,8 @@ class LPNSRPipeline(nn.Module):
             tile_batch: tiles per network call.
             precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast for encode, chain and decode.
             upsampler_precision: the pre-upsampler's precision (fp32 as the official code).
+            upsampler_self_ensemble: average the pre-upsampler over the eight flips and quarter turns of each
+                (padded) LR tile; default from :attr:`defaults` (off in the official pipeline).
             pad_mode: ``'official'`` (multiple, then power of two) or ``'multiple'``.
             exact_blend: blend the tiles in float64 (the official accumulation) rather than float32.
             progress: ``progress(done, total)`` after each batch of tiles.
@@ -554,6 +566,8 @@ class LPNSRPipeline(nn.Module):
         tile, tile_overlap = self.resolve_tiling(tile, tile_overlap)
         tile_batch = d.tile_batch if tile_batch is None else tile_batch
         pad_mode = d.pad_mode if pad_mode is None else pad_mode
+        if upsampler_self_ensemble is None:
+            upsampler_self_ensemble = d.upsampler_self_ensemble
         _check_noise_args(noise, noise_mode)
         _check_choices(color_fix=(color_fix, COLOR_FIXES), precision=(precision, tuple(PRECISIONS)),
                        upsampler_precision=(upsampler_precision, tuple(PRECISIONS)), pad_mode=(pad_mode, PAD_MODES))
@@ -568,7 +582,8 @@ class LPNSRPipeline(nn.Module):
         if draws is not None and seed is not None:
             raise ValueError('pass either seed or draws, not both')
         seed = _random_base_seed() if seed is None and draws is None else seed
-        run = dict(noise=noise, noise_mode=noise_mode, precision=precision, upsampler_precision=upsampler_precision)
+        run = dict(noise=noise, noise_mode=noise_mode, precision=precision, upsampler_precision=upsampler_precision,
+                   upsampler_self_ensemble=bool(upsampler_self_ensemble))
         if one_piece:
             if draws is None:
                 draws = CroppedDraws(self.noise_field(seed, lq), [(slice(None), slice(None))],

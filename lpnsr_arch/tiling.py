@@ -15,7 +15,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ['Tile', 'tile_starts', 'plan_tiles', 'gaussian_kernel_1d', 'blend_weights', 'process_tiled', 'TileFn', 'count_tiles']
+__all__ = ['Tile', 'tile_starts', 'plan_tiles', 'gaussian_kernel_1d', 'blend_weights', 'process_tiled', 'TileFn',
+           'count_tiles']
 
 
 @dataclass(frozen=True)

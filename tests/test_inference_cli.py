@@ -326,3 +326,22 @@ def test_the_fast_path_defaults_per_device(options_file, tmp_path, caplog, monke
         assert expected in caplog.text and not asked
     else:
         assert {key: asked[key] for key in expected} == expected and asked['channels_last'] is False
+
+
+def test_upsampler_self_ensemble_flag_overrides_the_options(options_file, tmp_path, monkeypatch):
+    from lpnsr_arch.pipeline import LPNSRPipeline
+    seen = []
+    original = LPNSRPipeline.pre_upsample
+
+    def recording(self, lq, *, upsampler_precision='fp32', self_ensemble=False):
+        seen.append(self_ensemble)
+        return original(self, lq, upsampler_precision=upsampler_precision, self_ensemble=self_ensemble)
+
+    monkeypatch.setattr(LPNSRPipeline, 'pre_upsample', recording)
+    image = _inputs(tmp_path / 'in')['rgb']
+    ensembled = tmp_path / 'ensembled.yml'
+    ensembled.write_text(yaml.safe_dump({**tiny_options(), 'inference': {'upsampler_self_ensemble': True}}))
+    for options, flags in ((options_file, []), (options_file, ['--upsampler-self-ensemble']), (ensembled, []),
+                           (ensembled, ['--no-upsampler-self-ensemble'])):
+        assert _run(options, '-i', str(image), '-o', str(tmp_path / f'out{len(seen)}'), '--tile', '0', *flags) == 0
+    assert seen == [False, True, True, False]

@@ -404,3 +404,15 @@ def test_the_training_encodes_run_in_fp32_outside_autocast(tmp_path):
         model.optimize_parameters(it)
     assert len(seen['encode']) == 3 and not any(seen['encode'])  # y twice, x0 once for D's real side
     assert seen['denoiser'] and all(seen['denoiser'])
+
+
+def test_validation_self_ensembles_the_pre_upsampler_when_asked(tmp_path):
+    """``val.upsampler_self_ensemble`` reaches the validation pipeline (default off); a non-boolean is refused before
+    any network is built."""
+    opt = make_opt(tmp_path, with_d=False)
+    assert LPNSRModel(copy.deepcopy(opt)).sampling_pipeline().defaults.upsampler_self_ensemble is False
+    opt.setdefault('val', {})['upsampler_self_ensemble'] = True
+    assert LPNSRModel(copy.deepcopy(opt)).sampling_pipeline().defaults.upsampler_self_ensemble is True
+    opt['val']['upsampler_self_ensemble'] = 'yes'
+    with pytest.raises(ValueError, match="val.upsampler_self_ensemble must be true or false, got 'yes'"):
+        LPNSRModel.check_options(opt)

@@ -387,3 +387,69 @@ def test_graph_replayed_networks_return_copies_that_the_next_replay_cannot_overw
     reference.load_state_dict({k.replace('compiled.', ''): v for k, v in pipeline.state_dict().items()})
     torch.testing.assert_close(pipeline(lr, seed=1, tile=0), reference(lr, seed=1, tile=0), rtol=0, atol=0)
     assert len(steps) == 1 + 2 * reference.diffusion.num_timesteps - 1  # 4 denoiser + 3 noise-predictor calls
+
+
+# ------------------------------------------------------------------------------------------------ self-ensemble
+def _corner_weighted_upsampler(image: torch.Tensor) -> torch.Tensor:
+    """An x2 upscaler that is not symmetric (its weights grow to the bottom-right), so each of the eight transforms
+    gives a different output."""
+    height, width = image.shape[-2:]
+    ramp = torch.arange(height, dtype=image.dtype)[:, None] + 2 * torch.arange(width, dtype=image.dtype)[None, :]
+    return torch.nn.functional.interpolate(image * (1 + ramp), scale_factor=2, mode='nearest')
+
+
+def test_self_ensemble_is_the_mean_over_the_eight_transforms_on_non_square_images():
+    from lpnsr_arch.archs.upsampler_arch import dihedral_self_ensemble
+    image = _lr(5, 7)
+    expected = torch.zeros(1, 3, 10, 14)
+    for transposed in (False, True):  # the 8 symmetries as (transpose or not) x (flip rows or not) x (flip columns)
+        for flip_rows in (False, True):
+            for flip_cols in (False, True):
+                dims = [d for d, on in ((-2, flip_rows), (-1, flip_cols)) if on]
+                moved = image.transpose(-2, -1) if transposed else image
+                out = _corner_weighted_upsampler(moved.flip(dims) if dims else moved)
+                out = out.flip(dims) if dims else out
+                expected += (out.transpose(-2, -1) if transposed else out) / 8
+    result = dihedral_self_ensemble(_corner_weighted_upsampler, image)
+    assert result.shape == (1, 3, 10, 14) and result.dtype == torch.float32
+    torch.testing.assert_close(result, expected, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(result, _corner_weighted_upsampler(image), atol=1e-3)  # the transforms matter here
+
+
+def test_self_ensemble_of_a_symmetric_upscaler_is_the_upscaler():
+    from lpnsr_arch.archs.upsampler_arch import dihedral_self_ensemble
+    image = _lr(6, 9)
+    bicubic = LPNSRBicubicUpsampler(scale=4)
+    torch.testing.assert_close(dihedral_self_ensemble(bicubic, image), bicubic(image), rtol=1e-5, atol=1e-5)
+
+
+class _CornerWeightedX4(nn.Module):
+    """:func:`_corner_weighted_upsampler` twice (x4), brought back to about [0, 1]."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = _corner_weighted_upsampler(_corner_weighted_upsampler(image))
+        return out / out.amax().clamp_min(1e-6)
+
+
+def test_upsampler_self_ensemble_option_reaches_the_pre_upsampler(monkeypatch):
+    """``inference.upsampler_self_ensemble`` sets the default, a call can override it, and a non-boolean is refused."""
+    options = tiny_options()
+    options['inference'] = {**(options.get('inference') or {}), 'upsampler_self_ensemble': True}
+    torch.manual_seed(0)
+    pipeline = LPNSRPipeline.from_options(options)
+    pipeline.upsampler = _CornerWeightedX4()
+    seen = []
+    original = LPNSRPipeline.pre_upsample
+
+    def recording(self, lq, *, upsampler_precision='fp32', self_ensemble=False):
+        seen.append(self_ensemble)
+        return original(self, lq, upsampler_precision=upsampler_precision, self_ensemble=self_ensemble)
+
+    monkeypatch.setattr(LPNSRPipeline, 'pre_upsample', recording)
+    lr = _lr(16, 24)
+    ensembled = pipeline(lr, seed=3, tile=0)
+    plain = pipeline(lr, seed=3, tile=0, upsampler_self_ensemble=False)
+    assert seen == [True, False]
+    assert not torch.allclose(ensembled, plain, atol=1e-4)
+    with pytest.raises(ValueError, match="inference options: upsampler_self_ensemble must be true or false, got 'yes'"):
+        InferenceDefaults.from_dict({'upsampler_self_ensemble': 'yes'})

@@ -36,8 +36,8 @@ class ResBlock(nn.Module):
         self.use_scale_shift_norm = use_scale_shift_norm
         self.in_layers = nn.Sequential(GroupNorm32(32, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3,
                                                                                         padding=1))
-        self.emb_layers = nn.Sequential(nn.SiLU(),
-                                        nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels))
+        emb_out = 2 * out_channels if use_scale_shift_norm else out_channels
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, emb_out))
         out_conv = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         nn.init.zeros_(out_conv.weight)
         nn.init.zeros_(out_conv.bias)
@@ -123,13 +123,15 @@ class SwinUNet(nn.Module):
         if isinstance(num_res_blocks, int):
             num_res_blocks = [num_res_blocks] * len(channel_mult)
         if len(num_res_blocks) != len(channel_mult):
-            raise ValueError(f'num_res_blocks {list(num_res_blocks)} and channel_mult {list(channel_mult)} differ in length')
+            raise ValueError(f'num_res_blocks {list(num_res_blocks)} and channel_mult {list(channel_mult)} '
+                             'differ in length')
         if num_head_channels == -1 and num_heads < 1:
             raise ValueError(f'set num_heads (>= 1) or num_head_channels; got num_heads={num_heads} and '
                              'num_head_channels=-1')
         if num_head_channels != -1:
             if swin_embed_dim % num_head_channels:
-                raise ValueError(f'swin_embed_dim {swin_embed_dim} is not divisible by num_head_channels {num_head_channels}')
+                raise ValueError(f'swin_embed_dim {swin_embed_dim} is not divisible by num_head_channels '
+                                 f'{num_head_channels}')
             num_heads = swin_embed_dim // num_head_channels
         self.image_size = image_size
         self.model_channels = model_channels

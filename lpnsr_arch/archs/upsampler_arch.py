@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,32 @@ from lpnsr_arch.archs.swin import SHIFT_MASK_CACHE_BYTES, attend_windows, captur
 def bicubic_upscale(x: Tensor, scale: int) -> Tensor:
     """Bicubic interpolation by ``scale`` with ``align_corners=False`` (the official up-sampling), not clamped."""
     return F.interpolate(x, scale_factor=scale, mode='bicubic', align_corners=False)
+
+
+DIHEDRAL_TRANSFORMS = tuple((quarter_turns, flip) for quarter_turns in range(4) for flip in (False, True))
+"""The eight symmetries of the square: ``(quarter turns, mirror left-right after turning)``."""
+
+
+def dihedral_self_ensemble(upsample: Callable[[Tensor], Tensor], image: Tensor) -> Tensor:
+    """Geometric self-ensemble (EDSR's "x8"): the mean of ``upsample`` over the eight flips and quarter turns of
+    ``image``, each output turned back.
+
+    Args:
+        upsample: an upscaler, ``(B, C, h, w) -> (B, C, h * s, w * s)`` for any h and w (turns swap them).
+        image: (B, C, h, w).
+
+    Returns:
+        float32 (B, C, h * s, w * s). The eight passes run one after another (one output's memory at a time).
+    """
+    total: Optional[Tensor] = None
+    for quarter_turns, flip in DIHEDRAL_TRANSFORMS:
+        moved = torch.rot90(image, quarter_turns, dims=(-2, -1))
+        moved = moved.flip(-1) if flip else moved
+        out = upsample(moved)
+        out = out.flip(-1) if flip else out
+        out = torch.rot90(out, -quarter_turns, dims=(-2, -1)).float()
+        total = out if total is None else total.add_(out)
+    return total.div_(len(DIHEDRAL_TRANSFORMS))
 
 
 def build_swinir_shift_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:

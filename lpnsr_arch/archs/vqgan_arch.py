@@ -266,7 +266,8 @@ class LPNSRVQAutoencoder(nn.Module):
         return self.quant_conv(self.encoder(x))
 
     def decode(self, z: Tensor, quantize: bool = True) -> Tensor:
-        """Latent -> image in about [-1, 1] (not clamped). ``quantize=True`` (the official default) snaps to the codebook."""
+        """Latent -> image in about [-1, 1] (not clamped). ``quantize=True`` (the official default) snaps to the
+        codebook."""
         if quantize:
             z = self.quantize(z)
         return self.decoder(self.post_quant_conv(z))

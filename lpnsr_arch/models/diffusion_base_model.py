@@ -174,6 +174,7 @@ class DiffusionSRModel(SyntheticPairMixin, SRModel):
         self.amp_dtype = AMP_DTYPES[amp_name]
         self.sampling_precision = 'fp32' if amp_name == 'none' else amp_name  # the pipeline's name for it
         self.val_seed = int((opt.get('val') or {}).get('seed', 12345))
+        self.val_self_ensemble = (opt.get('val') or {}).get('upsampler_self_ensemble', False)
 
         self.net_ae = self.build_frozen_network('network_ae')
         self.net_upsampler = self.build_frozen_network('network_upsampler') if opt.get('network_upsampler') else None
@@ -191,9 +192,12 @@ class DiffusionSRModel(SyntheticPairMixin, SRModel):
     def check_options(cls, opt: Mapping) -> Tuple[DiffusionConfig, str]:
         """Every check of the options that needs no network, data or device (``lpnsr_arch/train.py`` runs it before
         BasicSR creates the experiment folder): the ``network_*`` and ``train.*`` keys (:meth:`_check_option_keys`),
-        the ``train`` values when training (:meth:`check_train_options`), the ``diffusion`` block and ``train.amp``.
-        Returns the diffusion configuration and the AMP name."""
+        the ``train`` values when training (:meth:`check_train_options`), the ``diffusion`` block, ``train.amp`` and
+        ``val.upsampler_self_ensemble``. Returns the diffusion configuration and the AMP name."""
         cls._check_option_keys(opt)
+        self_ensemble = (opt.get('val') or {}).get('upsampler_self_ensemble', False)
+        if not isinstance(self_ensemble, bool):
+            raise ValueError(f'val.upsampler_self_ensemble must be true or false, got {self_ensemble!r}')
         config = DiffusionConfig.from_dict(opt.get('diffusion'))
         amp_name = str((opt.get('train') or {}).get('amp', 'none')).lower()
         if amp_name not in AMP_DTYPES:
@@ -474,11 +478,12 @@ class DiffusionSRModel(SyntheticPairMixin, SRModel):
 
     def sampling_pipeline(self) -> LPNSRPipeline:
         """The inference pipeline over this model's current networks (``net_g_ema`` when EMA is on): one piece, no
-        colour correction, ``pad_mode: multiple``, ``train.amp``'s precision. Validation runs exactly this."""
+        colour correction, ``pad_mode: multiple``, ``train.amp``'s precision, the pre-upsampler self-ensembled when
+        ``val.upsampler_self_ensemble`` is true (default false). Validation runs exactly this."""
         denoiser, noise_predictor, noise = self._sampling_parts()
         upsampler = self.net_upsampler if self.net_upsampler is not None else LPNSRBicubicUpsampler(scale=self.scale)
         defaults = InferenceDefaults(scale=self.scale, pad_mode='multiple', tile=0, noise=noise, color_fix='none',
-                                     seed=self.val_seed)
+                                     seed=self.val_seed, upsampler_self_ensemble=self.val_self_ensemble)
         return LPNSRPipeline(
             upsampler=upsampler, autoencoder=self.net_ae, denoiser=self.get_bare_model(denoiser),
             diffusion=self.diffusion, defaults=defaults,
