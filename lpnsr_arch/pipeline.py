@@ -568,6 +568,8 @@ class LPNSRPipeline(nn.Module):
         pad_mode = d.pad_mode if pad_mode is None else pad_mode
         if upsampler_self_ensemble is None:
             upsampler_self_ensemble = d.upsampler_self_ensemble
+        elif not isinstance(upsampler_self_ensemble, bool):
+            raise ValueError(f'upsampler_self_ensemble must be True, False or None, got {upsampler_self_ensemble!r}')
         _check_noise_args(noise, noise_mode)
         _check_choices(color_fix=(color_fix, COLOR_FIXES), precision=(precision, tuple(PRECISIONS)),
                        upsampler_precision=(upsampler_precision, tuple(PRECISIONS)), pad_mode=(pad_mode, PAD_MODES))
@@ -583,7 +585,7 @@ class LPNSRPipeline(nn.Module):
             raise ValueError('pass either seed or draws, not both')
         seed = _random_base_seed() if seed is None and draws is None else seed
         run = dict(noise=noise, noise_mode=noise_mode, precision=precision, upsampler_precision=upsampler_precision,
-                   upsampler_self_ensemble=bool(upsampler_self_ensemble))
+                   upsampler_self_ensemble=upsampler_self_ensemble)
         if one_piece:
             if draws is None:
                 draws = CroppedDraws(self.noise_field(seed, lq), [(slice(None), slice(None))],

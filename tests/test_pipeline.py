@@ -453,3 +453,6 @@ def test_upsampler_self_ensemble_option_reaches_the_pre_upsampler(monkeypatch):
     assert not torch.allclose(ensembled, plain, atol=1e-4)
     with pytest.raises(ValueError, match="inference options: upsampler_self_ensemble must be true or false, got 'yes'"):
         InferenceDefaults.from_dict({'upsampler_self_ensemble': 'yes'})
+    with pytest.raises(ValueError, match="upsampler_self_ensemble must be True, False or None, got 'false'"):
+        pipeline(lr, seed=3, tile=0, upsampler_self_ensemble='false')
+    assert seen == [True, False]  # refused before the chain ran

@@ -43,12 +43,14 @@ def dihedral_self_ensemble(upsample: Callable[[Tensor], Tensor], image: Tensor) 
         image: (B, C, h, w).
 
     Returns:
-        float32 (B, C, h * s, w * s). The eight passes run one after another (one output's memory at a time).
+        float32 (B, C, h * s, w * s). The eight passes run one after another (the running sum and one pass's output
+        in memory, not eight). Each turned input is made contiguous, so that a square input gives the network one
+        layout (one CUDA graph, one compiled graph) rather than two.
     """
     total: Optional[Tensor] = None
     for quarter_turns, flip in DIHEDRAL_TRANSFORMS:
         moved = torch.rot90(image, quarter_turns, dims=(-2, -1))
-        moved = moved.flip(-1) if flip else moved
+        moved = (moved.flip(-1) if flip else moved).contiguous()
         out = upsample(moved)
         out = out.flip(-1) if flip else out
         out = torch.rot90(out, -quarter_turns, dims=(-2, -1)).float()
