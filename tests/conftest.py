@@ -43,3 +43,19 @@ def tiny_unet_kwargs() -> dict:
 @pytest.fixture
 def tiny_vq_kwargs() -> dict:
     return {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_VQ.items()}
+
+
+@pytest.fixture
+def self_ensemble_calls(monkeypatch) -> list:
+    """The ``self_ensemble`` flag of every ``LPNSRPipeline.pre_upsample`` call of the test, in order (the calls
+    still run)."""
+    from lpnsr_arch.pipeline import LPNSRPipeline
+    calls = []
+    original = LPNSRPipeline.pre_upsample
+
+    def recording(self, lq, *, upsampler_precision='fp32', self_ensemble=False):
+        calls.append(self_ensemble)
+        return original(self, lq, upsampler_precision=upsampler_precision, self_ensemble=self_ensemble)
+
+    monkeypatch.setattr(LPNSRPipeline, 'pre_upsample', recording)
+    return calls

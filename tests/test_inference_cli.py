@@ -328,16 +328,8 @@ def test_the_fast_path_defaults_per_device(options_file, tmp_path, caplog, monke
         assert {key: asked[key] for key in expected} == expected and asked['channels_last'] is False
 
 
-def test_upsampler_self_ensemble_flag_overrides_the_options(options_file, tmp_path, monkeypatch):
-    from lpnsr_arch.pipeline import LPNSRPipeline
-    seen = []
-    original = LPNSRPipeline.pre_upsample
-
-    def recording(self, lq, *, upsampler_precision='fp32', self_ensemble=False):
-        seen.append(self_ensemble)
-        return original(self, lq, upsampler_precision=upsampler_precision, self_ensemble=self_ensemble)
-
-    monkeypatch.setattr(LPNSRPipeline, 'pre_upsample', recording)
+def test_upsampler_self_ensemble_flag_overrides_the_options(options_file, tmp_path, self_ensemble_calls):
+    seen = self_ensemble_calls
     image = _inputs(tmp_path / 'in')['rgb']
     ensembled = tmp_path / 'ensembled.yml'
     ensembled.write_text(yaml.safe_dump({**tiny_options(), 'inference': {'upsampler_self_ensemble': True}}))

@@ -431,21 +431,14 @@ class _CornerWeightedX4(nn.Module):
         return out / out.amax().clamp_min(1e-6)
 
 
-def test_upsampler_self_ensemble_option_reaches_the_pre_upsampler(monkeypatch):
+def test_upsampler_self_ensemble_option_reaches_the_pre_upsampler(self_ensemble_calls):
     """``inference.upsampler_self_ensemble`` sets the default, a call can override it, and a non-boolean is refused."""
     options = tiny_options()
     options['inference'] = {**(options.get('inference') or {}), 'upsampler_self_ensemble': True}
     torch.manual_seed(0)
     pipeline = LPNSRPipeline.from_options(options)
     pipeline.upsampler = _CornerWeightedX4()
-    seen = []
-    original = LPNSRPipeline.pre_upsample
-
-    def recording(self, lq, *, upsampler_precision='fp32', self_ensemble=False):
-        seen.append(self_ensemble)
-        return original(self, lq, upsampler_precision=upsampler_precision, self_ensemble=self_ensemble)
-
-    monkeypatch.setattr(LPNSRPipeline, 'pre_upsample', recording)
+    seen = self_ensemble_calls
     lr = _lr(16, 24)
     ensembled = pipeline(lr, seed=3, tile=0)
     plain = pipeline(lr, seed=3, tile=0, upsampler_self_ensemble=False)
