@@ -28,7 +28,7 @@ from lpnsr_arch.data.sample_photos import (BUNDLED_IMAGES, DEFAULT_IMAGES, check
                                            write_rgb_png)
 from lpnsr_arch.data.test_pairs import make_test_pairs
 from lpnsr_arch.inference import main as inference_main
-from lpnsr_arch.weights import REPO_ROOT
+from lpnsr_arch.weights import resolve_project_file
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,23 @@ def write_sample_photos(out: Path, names: Sequence[str]) -> List[Path]:
     return paths
 
 
-def check_weights(root: Path) -> None:
-    missing = [w for w in WEIGHTS if not (root / w).is_file()]
+def check_weights() -> None:
+    """The shipped demonstration weights are there (the repository's ``weights/demo``, or a plain install's data);
+    a ``FileNotFoundError`` lists the missing ones."""
+    missing = []
+    for weight in WEIGHTS:
+        try:
+            resolve_project_file(weight, weight)
+        except FileNotFoundError as error:
+            missing.append(str(error))
     if missing:
-        raise FileNotFoundError(f'the demonstration weights are missing: {missing}; train them with '
+        raise FileNotFoundError(f'the demonstration weights are missing: {"; ".join(missing)}; train them with '
                                 f'`bash scripts/train_demo_model.sh` (needs ../shared/data)')
+
+
+def project_file(relative: str) -> str:
+    """The absolute path of one of the project's own files (``options/...``), wherever the demo runs from."""
+    return str(resolve_project_file(relative, relative).resolve())
 
 
 DEMO_OUTPUTS = ('hr', 'pairs', 'sr', 'sheets', 'quality.csv', 'quality.json', 'quality_per_image.csv',
@@ -99,7 +111,7 @@ def clear_previous_run(out: Path) -> None:
 def prepare_demo(*, out: Path, images: Sequence[str]) -> None:
     """The user's part of a demo run, checked before anything in ``out`` is replaced: the weights exist, the photo
     names are known, ``out`` is new or a demo folder (then cleared: :func:`clear_previous_run`)."""
-    check_weights(REPO_ROOT)
+    check_weights()
     check_image_names(images)
     clear_previous_run(out)
 
@@ -109,17 +121,18 @@ def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> Non
     start = time.perf_counter()
     write_sample_photos(out / 'hr', images)
     make_test_pairs(hr=str(out / 'hr'), out=str(out / 'pairs'), degradation_name='realesrgan', scale=4, seed=seed,
-                    recipe_path=str(REPO_ROOT / DEGRADATION_RECIPE))
+                    recipe_path=project_file(DEGRADATION_RECIPE))
     lq_dir, gt_dir = out / 'pairs' / 'lq', out / 'pairs' / 'gt'
-    code = inference_main(['-i', str(lq_dir), '-o', str(out / 'sr'), '--opt', str(REPO_ROOT / LPNSR_OPTIONS),
+    lpnsr_options, rrdbnet_options = project_file(LPNSR_OPTIONS), project_file(RRDBNET_OPTIONS)
+    code = inference_main(['-i', str(lq_dir), '-o', str(out / 'sr'), '--opt', lpnsr_options,
                            '--seed', str(seed), '--device', device, '--suffix', 'lpnsr', '--precision', 'fp32'])
     if code != 0:  # the saved outputs, the table and the sheets all run in fp32, so that they agree
         raise RuntimeError(f'the LPNSR inference step failed (exit status {code}); see the errors above')
-    quality.main(['--method', 'bicubic', '--method', f'rrdbnet=basicsr:{REPO_ROOT / RRDBNET_OPTIONS}', '--method',
-                  f'lpnsr=lpnsr:{REPO_ROOT / LPNSR_OPTIONS}', '--dataset', f'skimage_demo={gt_dir},{lq_dir}',
+    quality.main(['--method', 'bicubic', '--method', f'rrdbnet=basicsr:{rrdbnet_options}', '--method',
+                  f'lpnsr=lpnsr:{lpnsr_options}', '--dataset', f'skimage_demo={gt_dir},{lq_dir}',
                   '--seed', str(seed), '--device', device, '--out', str(out)])
-    sheet_args = ['--method', f'rrdbnet=basicsr:{REPO_ROOT / RRDBNET_OPTIONS}', '--method',
-                  f'lpnsr=lpnsr:{REPO_ROOT / LPNSR_OPTIONS}', '--device', device, '--out', str(out / 'sheets'),
+    sheet_args = ['--method', f'rrdbnet=basicsr:{rrdbnet_options}', '--method',
+                  f'lpnsr=lpnsr:{lpnsr_options}', '--device', device, '--out', str(out / 'sheets'),
                   '--seeds', str(seed), str(seed + 1)]  # the first LPNSR column is the scored output
     for name in images:
         sheet_args += ['--lq', str(lq_dir / f'{name}.png'), '--gt', str(gt_dir / f'{name}.png')]

@@ -38,7 +38,7 @@ from lpnsr_arch.diffusion import DiffusionConfig, GaussianNoise, LearnedNoise, R
 from lpnsr_arch.messages import from_option_block, integer_at_least
 from lpnsr_arch.tiling import Tile, process_tiled
 from lpnsr_arch.weights import (REPO_ROOT, check_checkpoints_exist, load_network_from_options,  # noqa: F401
-                                resolve_checkpoint)  # REPO_ROOT and resolve_checkpoint: re-exported
+                                resolve_checkpoint, resolve_project_file)  # REPO_ROOT, resolve_checkpoint: re-exported
 
 __all__ = [
     'LPNSRPipeline', 'InferenceDefaults', 'LatentNoiseField', 'CroppedDraws', 'mirror_pad', 'pad_lr', 'PRECISIONS',
@@ -269,15 +269,15 @@ def _yaml_problem(error: Exception) -> str:
 
 
 def load_options(options: Union[str, Path, Mapping]) -> Dict:
-    """An options dict from a YAML file path or a mapping (deep-copied).
+    """An options dict from a YAML file path or a mapping (deep-copied). A relative path is looked up in the
+    current folder, then in the repository or the installed data (:func:`lpnsr_arch.weights.resolve_project_file`:
+    ``options/demo/inference_lpnsr_demo.yml`` works from any folder).
 
     Raises ``FileNotFoundError`` (no such file) or ``ValueError`` (not valid YAML, or not a mapping), naming the file.
     """
     if isinstance(options, Mapping):
         return copy.deepcopy(dict(options))
-    path = Path(options)
-    if not path.is_file():
-        raise FileNotFoundError(f'options file not found: {path}')
+    path = resolve_project_file(options, f'options file {options}')
     import yaml  # BasicSR's own dependency
     with path.open('r', encoding='utf-8') as handle:
         try:

@@ -1,6 +1,6 @@
 """Test entry point: BasicSR's ``test_pipeline`` with LPNSR's networks, datasets and models registered.
 
-Usage (from the repository root; results/ is written there)::
+Usage (from the repository root; results/ is written there, or in the current folder for a plain install)::
 
     python lpnsr_arch/test.py -opt options/test_X.yml
     python -m lpnsr_arch.test -opt options/test_X.yml
@@ -23,7 +23,7 @@ from lpnsr_arch.train import run_basicsr_pipeline  # noqa: E402
 
 def main(argv: Optional[List[str]] = None, root_path: Optional[str] = None) -> None:
     """Test. ``argv``: BasicSR arguments (default ``sys.argv[1:]``); ``root_path``: where results/ goes
-    (default: the repository root)."""
+    (default: the repository root; the current folder for a plain install)."""
     run_basicsr_pipeline('test_pipeline', argv, root_path)
 
 

@@ -1,11 +1,14 @@
 """Training entry point: BasicSR's ``train_pipeline`` with LPNSR's networks, datasets and models registered.
 
-Usage (from the repository root; experiments/ and tb_logger/ are written there)::
+Usage (from the repository root)::
 
     python lpnsr_arch/train.py -opt options/demo/train_rrdbnet_demo.yml [--auto_resume] [--debug]
     python -m lpnsr_arch.train -opt options/demo/train_rrdbnet_demo.yml
 
-``dataroot_*`` paths in the YAML are relative to the current working directory (BasicSR's rule).
+``experiments/`` and ``tb_logger/`` are written in the repository (BasicSR's rule for its own ``train.py``), or in
+the current folder when the package is a plain install. A relative ``-opt`` is looked up in the current folder, then
+in the repository (or a plain install's data); ``dataroot_*`` paths in the YAML are relative to the current working
+directory (BasicSR's rule).
 """
 from __future__ import annotations
 
@@ -89,7 +92,7 @@ def will_resume(run: BasicSRRun, root_path: str) -> bool:
     return run.auto_resume and osp.isdir(states) and any(name.endswith('.state') for name in os.listdir(states))
 
 
-def check_options_before_start(pipeline_name: str, argv: List[str], root_path: str = REPO_ROOT) -> None:
+def check_options_before_start(pipeline_name: str, argv: List[str], root_path: str) -> None:
     """Check what BasicSR would only find after creating the experiment (or results) folder, and renaming an
     earlier one of the same name to ``*_archived_*``: for a model class with a ``check_options`` (the diffusion
     models), its options; for this plugin's models, that each ``path.pretrain_network_*`` file exists (when resuming,
@@ -127,11 +130,28 @@ def check_options_before_start(pipeline_name: str, argv: List[str], root_path: s
         validate_degradation_opt(opt)
 
 
+def resolve_opt_argument(argv: List[str]) -> List[str]:
+    """``argv`` with its ``-opt`` file found as inference finds an options file (the current folder, then the
+    repository or a plain install's data: :func:`lpnsr_arch.weights.resolve_project_file`). Raises
+    ``FileNotFoundError`` naming the file and the places looked in; without ``-opt`` BasicSR reports it."""
+    from lpnsr_arch.weights import resolve_project_file
+
+    args = list(argv)
+    for index, arg in enumerate(args[:-1]):
+        if arg == '-opt':
+            args[index + 1] = str(resolve_project_file(args[index + 1], f'options file {args[index + 1]}'))
+    return args
+
+
 def run_basicsr_pipeline(pipeline_name: str, argv: Optional[List[str]], root_path: Optional[str]) -> None:
     """Run ``basicsr.<pipeline_name>`` (``train_pipeline``/``test_pipeline``) with ``argv`` as its command line.
 
-    BasicSR parses ``sys.argv`` itself, so it is swapped for the call and restored afterwards.
+    ``root_path``: where ``experiments/`` or ``results/`` go (default :func:`lpnsr_arch.weights.default_run_root`:
+    the repository, or the current folder for a plain install). BasicSR parses ``sys.argv`` itself, so it is swapped
+    for the call and restored afterwards.
     """
+    from lpnsr_arch.weights import default_run_root
+
     install_basicsr_fixes()
     import basicsr.test
     import basicsr.train
@@ -141,19 +161,21 @@ def run_basicsr_pipeline(pipeline_name: str, argv: Optional[List[str]], root_pat
         raise ValueError(f'unknown BasicSR pipeline {pipeline_name!r}; expected one of {sorted(pipeline)}')
     args = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(format='%(levelname)s %(message)s')  # for the ERROR line; BasicSR's logger is its own
+    root_path = osp.abspath(root_path or default_run_root())
     with user_errors(logger, f'{_opt_path(args)}: ', USER_ERRORS + (yaml.YAMLError,)):
-        check_options_before_start(pipeline_name, args, osp.abspath(root_path or REPO_ROOT))
+        args = resolve_opt_argument(args)
+        check_options_before_start(pipeline_name, args, root_path)
     saved_argv = sys.argv
     sys.argv = [pipeline_name, *args]
     try:
-        pipeline[pipeline_name](osp.abspath(root_path or REPO_ROOT))
+        pipeline[pipeline_name](root_path)
     finally:
         sys.argv = saved_argv
 
 
 def main(argv: Optional[List[str]] = None, root_path: Optional[str] = None) -> None:
     """Train. ``argv``: BasicSR arguments (default ``sys.argv[1:]``); ``root_path``: where experiments/ goes
-    (default: the repository root)."""
+    (default: the repository root; the current folder for a plain install)."""
     run_basicsr_pipeline('train_pipeline', argv, root_path)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +21,10 @@ from lpnsr_arch.messages import name_list
 
 logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-"""The checkout this package runs from: relative checkpoint paths fall back to it (the shipped ``weights/demo``)."""
+"""The folder above the package: the repository checkout in an editable install (``pip install -e .``), where the
+options, the shipped ``weights/demo`` and ``experiments/`` live; ``site-packages`` in a plain install."""
+INSTALLED_DATA = Path(sys.prefix) / 'share' / 'lpnsr_arch'
+"""Where a plain (non-editable) install puts ``options/`` and ``weights/demo/`` (``setup.py``'s ``data_files``)."""
 
 StateDict = Dict[str, Tensor]
 WRAPPER_KEYS = ('params_ema', 'params', 'state_dict', 'ema_state', 'model')
@@ -62,22 +66,56 @@ def _torch_load_reason(error: Exception) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
+def is_checkout(root: Optional[Path] = None) -> bool:
+    """``root`` (default :data:`REPO_ROOT`) is this project's repository (it holds ``setup.py`` and the package),
+    not the ``site-packages`` of a plain install."""
+    root = REPO_ROOT if root is None else root
+    return (root / 'setup.py').is_file() and (root / 'lpnsr_arch').is_dir()
+
+
+def project_folders() -> List[Path]:
+    """Where a relative options or checkpoint path is looked up after the current folder: the repository checkout
+    (editable install), then the data of a plain install (:data:`INSTALLED_DATA`), those that exist."""
+    folders = [REPO_ROOT] if is_checkout() else []
+    return folders + ([INSTALLED_DATA] if INSTALLED_DATA.is_dir() else [])
+
+
+def default_run_root() -> Path:
+    """Where BasicSR's ``experiments/`` and ``results/`` go by default: the repository checkout (BasicSR's own rule
+    for its ``train.py``), or the current folder for a plain install (never ``site-packages``)."""
+    return REPO_ROOT if is_checkout() else Path.cwd()
+
+
+def resolve_project_file(value: Union[str, os.PathLike], description: str) -> Path:
+    """The file ``value``: as given (``~`` expanded; a relative path from the current folder), else a relative path
+    from one of :func:`project_folders` (e.g. the shipped ``options/demo/...`` or ``weights/demo/...``).
+
+    Raises ``FileNotFoundError`` "<description> does not exist (looked in ...)" naming every place looked in, and
+    saying so when the package is a plain install without the project's data.
+    """
+    path = Path(str(value)).expanduser()
+    if path.is_file():
+        return path
+    if path.exists():
+        raise FileNotFoundError(f'{description} is not a file')
+    if path.is_absolute():
+        raise FileNotFoundError(f'{description} does not exist')
+    folders = project_folders()
+    for folder in folders:
+        if (folder / path).is_file():
+            return folder / path
+    places = ['the current folder' + ('' if Path.cwd().resolve() in [f.resolve() for f in folders]
+                                      else f' {Path.cwd()}')]
+    places += [f'the repository {f}' if f == REPO_ROOT else f'the installed data {f}' for f in folders]
+    hint = '' if folders else (f'; {REPO_ROOT} is not the repository and {INSTALLED_DATA} does not exist: '
+                               'install with `pip install -e .` from a clone, or give the full path')
+    raise FileNotFoundError(f'{description} does not exist (looked in {", ".join(places)}{hint})')
+
+
 def resolve_checkpoint(key: str, value: Union[str, os.PathLike]) -> Path:
-    """The file named by the option ``path.<key>``: as given (``~`` expanded; a relative path from the current
-    folder), else a relative path from the repository root (e.g. the shipped ``weights/demo``). Raises
-    ``FileNotFoundError`` naming the option and both places looked in."""
-    checkpoint = Path(str(value)).expanduser()
-    if checkpoint.is_file():
-        return checkpoint
-    if not checkpoint.is_absolute() and (REPO_ROOT / checkpoint).is_file():
-        return REPO_ROOT / checkpoint
-    if checkpoint.is_absolute():
-        where = ''
-    elif Path.cwd().resolve() == REPO_ROOT.resolve():
-        where = f' (looked in the current folder, the repository {REPO_ROOT})'
-    else:
-        where = f' (looked in the current folder {Path.cwd()} and in the repository {REPO_ROOT})'
-    raise FileNotFoundError(f'options: path.{key} = {value} does not exist{where}')
+    """The file named by the option ``path.<key>``, found by :func:`resolve_project_file` (the current folder, then
+    the repository or the installed data). Raises ``FileNotFoundError`` naming the option and the places looked in."""
+    return resolve_project_file(value, f'options: path.{key} = {value}')
 
 
 def check_checkpoints_exist(path_opt: Optional[Mapping], networks: Optional[Sequence[str]] = None) -> None:

@@ -152,7 +152,7 @@ def test_quality_dataset_mistakes(files, tmp_path, caplog, dataset, expected):
 
 
 @pytest.mark.parametrize('method, expected', [
-    ('lpnsr:{tmp}/nope.yml', ['--method lpnsr:', 'nope.yml', 'not found']),
+    ('lpnsr:{tmp}/nope.yml', ['--method lpnsr:', 'nope.yml', 'does not exist']),
     ('lpnsr:{malformed}', ['malformed.yml', 'not valid YAML', 'line 2']),
     ('lpnsr:{list}', ['list.yml', 'YAML mapping']),
     ('lpnsr:{no_unet}', ['no_unet.yml', 'network_unet']),

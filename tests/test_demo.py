@@ -21,9 +21,14 @@ def test_sample_photos_are_written_as_rgb_pngs(tmp_path):
     assert camera.shape == (512, 512, 3) and (camera[:, :, 0] == camera[:, :, 2]).all()  # a grey photo, as RGB
 
 
-def test_missing_weights_name_the_files_and_the_fix(tmp_path):
+def test_missing_weights_name_the_files_and_the_fix(tmp_path, monkeypatch):
+    import lpnsr_arch.weights as weights
+    demo.check_weights()  # the shipped ones, found from any folder
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(weights, 'REPO_ROOT', tmp_path / 'checkout')
+    monkeypatch.setattr(weights, 'INSTALLED_DATA', tmp_path / 'share' / 'lpnsr_arch')
     with pytest.raises(FileNotFoundError, match=r'upsampler_rrdbnet\.safetensors.*train_demo_model\.sh'):
-        demo.check_weights(tmp_path)
+        demo.check_weights()
 
 
 def test_export_takes_the_ema_weights_of_each_stage(tmp_path):

@@ -141,6 +141,20 @@ def test_a_training_option_mistake_is_refused_before_the_experiment_folder_is_ma
     assert not (tmp_path / 'experiments').exists()
 
 
+def test_the_opt_file_is_found_as_inference_finds_one_and_a_missing_one_is_one_error_line(
+        tmp_path: Path, monkeypatch, caplog) -> None:
+    """``-opt options/...`` works from any folder (the repository's file); a missing ``-opt`` file ends in one ERROR
+    line naming it and the places looked in (BasicSR itself would raise a traceback), before any folder is made."""
+    monkeypatch.chdir(tmp_path)
+    recipe = 'options/demo/train_rrdbnet_demo.yml'
+    assert train_entry.resolve_opt_argument(['-opt', recipe, '--debug']) == ['-opt', str(REPO_ROOT / recipe),
+                                                                              '--debug']
+    with pytest.raises(SystemExit, match='2'):
+        train_entry.main(['-opt', 'options/nope.yml'], root_path=str(tmp_path / 'runs'))
+    assert 'options file options/nope.yml does not exist (looked in the current folder' in caplog.text
+    assert not (tmp_path / 'runs').exists()
+
+
 def dataset_mistakes(folders: dict, tmp_path: Path) -> list:
     """(phase, key, value, words the error must hold) for the mistakes a check before the start must catch."""
     (tmp_path / 'empty').mkdir()

@@ -237,19 +237,22 @@ def test_relative_checkpoints_fall_back_to_the_repository_as_in_inference(tmp_pa
     from basicsr.archs import build_network
     checkout, elsewhere = tmp_path / 'checkout', tmp_path / 'elsewhere'
     (checkout / 'weights').mkdir(parents=True)
+    (checkout / 'lpnsr_arch').mkdir()
+    (checkout / 'setup.py').write_text('')  # what makes a folder the repository checkout
     elsewhere.mkdir()
     opt = make_opt(tmp_path / 'run', with_d=False)
     torch.manual_seed(4)
     denoiser = build_network(dict(opt['network_unet'])).state_dict()
     weights.save_state_dict(checkout / 'weights' / 'unet.safetensors', denoiser)
     monkeypatch.setattr(weights, 'REPO_ROOT', checkout)
+    monkeypatch.setattr(weights, 'INSTALLED_DATA', tmp_path / 'no_plain_install')
     monkeypatch.chdir(elsewhere)
     opt['path'].update(pretrain_network_unet='weights/unet.safetensors')
     model = LPNSRModel(opt)
     torch.testing.assert_close(model.net_unet.state_dict()['time_embed.0.weight'], denoiser['time_embed.0.weight'])
     opt['path'].update(pretrain_network_unet='weights/nowhere.pth')
     with pytest.raises(FileNotFoundError, match=r'path.pretrain_network_unet = weights/nowhere.pth does not exist '
-                                                r'\(looked in the current folder .*elsewhere and in the repository '
+                                                r'\(looked in the current folder .*elsewhere, the repository '
                                                 r'.*checkout\)'):
         LPNSRModel(opt)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 from collections import OrderedDict
 
 import pytest
@@ -192,3 +193,38 @@ def test_inference_benchmarks_and_training_read_a_path_block_the_same_way(tmp_pa
         load_network_from_options(training, dict(path_opt, param_key_g='parms_ema'), 'g')
     with pytest.raises(CheckpointError, match=r"has no entry 'parms_ema' \(param_key\)"):
         _build_and_load('unet', block, dict(pipeline_path_opt, param_key_unet='parms_ema'))
+
+
+def test_project_files_are_found_from_any_folder_and_in_a_plain_install(tmp_path, monkeypatch):
+    """Relative options and checkpoint paths: the current folder, then the repository checkout, then a plain
+    install's data (``setup.py``'s ``data_files``); with neither, the error says so and names every place."""
+    import lpnsr_arch.weights as weights
+    from lpnsr_arch.pipeline import load_options
+    demo_options = 'options/demo/inference_lpnsr_demo.yml'
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert weights.resolve_project_file(demo_options, 'x') == weights.REPO_ROOT / demo_options
+    assert load_options(demo_options)['name'] == 'LPNSR_demo_x4'
+    assert weights.default_run_root() == weights.REPO_ROOT
+    (elsewhere / 'options' / 'demo').mkdir(parents=True)
+    (elsewhere / demo_options).write_text('name: mine\n')
+    assert load_options(demo_options)['name'] == 'mine', 'the current folder comes first'
+
+    site_packages, share = tmp_path / 'site-packages', tmp_path / 'share' / 'lpnsr_arch'
+    (site_packages / 'lpnsr_arch').mkdir(parents=True)  # a plain install: the package without setup.py
+    monkeypatch.setattr(weights, 'REPO_ROOT', site_packages)
+    monkeypatch.setattr(weights, 'INSTALLED_DATA', share)
+    assert not weights.is_checkout() and weights.default_run_root() == Path.cwd()
+    with pytest.raises(FileNotFoundError, match=r'options file options/x.yml does not exist \(looked in the current '
+                                                r'folder .*elsewhere; .*site-packages is not the repository and '
+                                                r'.*share/lpnsr_arch does not exist: install with `pip install -e .`'):
+        load_options('options/x.yml')
+    (share / 'options').mkdir(parents=True)
+    (share / 'options' / 'x.yml').write_text('name: installed\n')
+    assert load_options('options/x.yml')['name'] == 'installed'
+    with pytest.raises(FileNotFoundError, match=r'path.pretrain_network_g = w.pth does not exist \(looked in the '
+                                                r'current folder .*elsewhere, the installed data .*lpnsr_arch\)$'):
+        weights.resolve_checkpoint('pretrain_network_g', 'w.pth')
+    with pytest.raises(FileNotFoundError, match=r'options file options is not a file'):
+        load_options('options')
