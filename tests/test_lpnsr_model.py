@@ -419,3 +419,13 @@ def test_validation_self_ensembles_the_pre_upsampler_when_asked(tmp_path):
     opt['val']['upsampler_self_ensemble'] = 'yes'
     with pytest.raises(ValueError, match="val.upsampler_self_ensemble must be true or false, got 'yes'"):
         LPNSRModel.check_options(opt)
+
+
+@pytest.mark.parametrize('seed', ['7', 1.5, -1, True])
+def test_a_bad_validation_seed_is_refused_before_any_network_is_built(tmp_path, seed):
+    opt = make_opt(tmp_path, with_d=False)
+    opt.setdefault('val', {})['seed'] = 3
+    assert LPNSRModel.check_options(opt).val_seed == 3
+    opt['val']['seed'] = seed
+    with pytest.raises(ValueError, match=f'val.seed must be a non-negative integer, got {seed!r}'):
+        LPNSRModel.check_options(opt)

@@ -17,7 +17,7 @@ import math
 import os
 import warnings
 from collections import OrderedDict
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -142,6 +142,14 @@ def all_processes_agree(flag: bool, device: torch.device) -> bool:
     return bool(agreed.item())
 
 
+class CheckedOptions(NamedTuple):
+    """The values :meth:`DiffusionSRModel.check_options` read and checked."""
+    diffusion: DiffusionConfig
+    amp_name: str  # a key of AMP_DTYPES
+    val_seed: int  # val.seed (default 12345)
+    val_self_ensemble: bool  # val.upsampler_self_ensemble (default false)
+
+
 class DiffusionSRModel(SyntheticPairMixin, SRModel):
     """Abstract base of the diffusion training models (``net_g`` is the trained network, everything else frozen).
 
@@ -168,13 +176,13 @@ class DiffusionSRModel(SyntheticPairMixin, SRModel):
     def __init__(self, opt: Dict):
         BaseModel.__init__(self, opt)
         self.logger = get_root_logger()
-        config, amp_name = self.check_options(opt)
+        checked = self.check_options(opt)
         self.scale = int(opt.get('scale', 4))
-        self.diffusion = ResShiftDiffusion(config)
-        self.amp_dtype = AMP_DTYPES[amp_name]
-        self.sampling_precision = 'fp32' if amp_name == 'none' else amp_name  # the pipeline's name for it
-        self.val_seed = int((opt.get('val') or {}).get('seed', 12345))
-        self.val_self_ensemble = (opt.get('val') or {}).get('upsampler_self_ensemble', False)
+        self.diffusion = ResShiftDiffusion(checked.diffusion)
+        self.amp_dtype = AMP_DTYPES[checked.amp_name]
+        # the pipeline's name for it
+        self.sampling_precision = 'fp32' if checked.amp_name == 'none' else checked.amp_name
+        self.val_seed, self.val_self_ensemble = checked.val_seed, checked.val_self_ensemble
 
         self.net_ae = self.build_frozen_network('network_ae')
         self.net_upsampler = self.build_frozen_network('network_upsampler') if opt.get('network_upsampler') else None
@@ -189,15 +197,19 @@ class DiffusionSRModel(SyntheticPairMixin, SRModel):
 
     # ------------------------------------------------------------------------------------------ options
     @classmethod
-    def check_options(cls, opt: Mapping) -> Tuple[DiffusionConfig, str]:
+    def check_options(cls, opt: Mapping) -> CheckedOptions:
         """Every check of the options that needs no network, data or device (``lpnsr_arch/train.py`` runs it before
         BasicSR creates the experiment folder): the ``network_*`` and ``train.*`` keys (:meth:`_check_option_keys`),
-        the ``train`` values when training (:meth:`check_train_options`), the ``diffusion`` block, ``train.amp`` and
-        ``val.upsampler_self_ensemble``. Returns the diffusion configuration and the AMP name."""
+        the ``train`` values when training (:meth:`check_train_options`), the ``diffusion`` block, ``train.amp``,
+        ``val.seed`` and ``val.upsampler_self_ensemble``. Returns what it read (:class:`CheckedOptions`)."""
         cls._check_option_keys(opt)
-        self_ensemble = (opt.get('val') or {}).get('upsampler_self_ensemble', False)
+        val_opt = opt.get('val') or {}
+        self_ensemble = val_opt.get('upsampler_self_ensemble', False)
         if not isinstance(self_ensemble, bool):
             raise ValueError(f'val.upsampler_self_ensemble must be true or false, got {self_ensemble!r}')
+        val_seed = val_opt.get('seed', 12345)
+        if isinstance(val_seed, bool) or not isinstance(val_seed, int) or val_seed < 0:
+            raise ValueError(f'val.seed must be a non-negative integer, got {val_seed!r}')
         config = DiffusionConfig.from_dict(opt.get('diffusion'))
         amp_name = str((opt.get('train') or {}).get('amp', 'none')).lower()
         if amp_name not in AMP_DTYPES:
@@ -207,7 +219,7 @@ class DiffusionSRModel(SyntheticPairMixin, SRModel):
             # the caller's dtype: they would run in fp16, unscaled
             raise ValueError('train.amp: bf16 with num_gpu > 1 needs a distributed launch (torchrun ... --launcher '
                              'pytorch; see the README): DataParallel replicas would run in fp16 without loss scaling')
-        return config, amp_name
+        return CheckedOptions(config, amp_name, val_seed, self_ensemble)
 
     @classmethod
     def _check_option_keys(cls, opt: Mapping) -> None:
