@@ -25,7 +25,7 @@ from lpnsr_arch.weights import CheckpointError
 
 __all__ = [
     'EXIT_USAGE', 'USER_ERRORS', 'BUILD_ERRORS', 'ArgumentParser', 'int_at_least', 'positive_int', 'non_negative_int',
-    'error_line', 'user_errors', 'require_folder', 'prepare_output_folder'
+    'error_line', 'user_errors', 'require_folder', 'check_output_folder', 'prepare_output_folder'
 ]
 
 EXIT_USAGE = 2
@@ -107,15 +107,22 @@ def require_folder(path: PathLike, option: str) -> Path:
     return folder
 
 
-def prepare_output_folder(path: PathLike, option: str) -> Path:
-    """Create the output folder ``path`` (and its parents) now, so that a path that cannot be a folder (an existing
-    file, or a file on the way) or a folder that refuses files is refused before any work; ``NotADirectoryError`` /
-    ``OSError`` name ``option``."""
+def check_output_folder(path: PathLike, option: str) -> Path:
+    """Refuse, without creating anything, an output folder ``path`` that cannot be one: an existing file, or a file
+    on the way (``NotADirectoryError`` naming ``option``). :func:`prepare_output_folder` then creates it."""
     folder = Path(path)
     for candidate in (folder, *folder.parents):
         if candidate.exists() and not candidate.is_dir():
             what = 'is an existing file' if candidate == folder else f'lies under the existing file {candidate}'
             raise NotADirectoryError(f"{option} '{folder}' {what}, not a folder")
+    return folder
+
+
+def prepare_output_folder(path: PathLike, option: str) -> Path:
+    """Create the output folder ``path`` (and its parents) now, so that a path that cannot be a folder (an existing
+    file, or a file on the way) or a folder that refuses files is refused before any work; ``NotADirectoryError`` /
+    ``OSError`` name ``option``."""
+    folder = check_output_folder(path, option)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -58,7 +58,7 @@ def check_weights() -> None:
     missing = []
     for weight in WEIGHTS:
         try:
-            resolve_project_file(weight, weight)
+            project_file(weight)
         except FileNotFoundError as error:
             missing.append(str(error))
     if missing:
@@ -67,8 +67,9 @@ def check_weights() -> None:
 
 
 def project_file(relative: str) -> str:
-    """The absolute path of one of the project's own files (``options/...``), wherever the demo runs from."""
-    return str(resolve_project_file(relative, relative).resolve())
+    """The absolute path of one of the project's own files (``options/...``, ``weights/...``): from the repository
+    or a plain install's data, wherever the demo runs from (a file of that name in the current folder is not used)."""
+    return str(resolve_project_file(relative, relative, current_folder=False).resolve())
 
 
 DEMO_OUTPUTS = ('hr', 'pairs', 'sr', 'sheets', 'quality.csv', 'quality.json', 'quality_per_image.csv',

@@ -86,26 +86,30 @@ def default_run_root() -> Path:
     return REPO_ROOT if is_checkout() else Path.cwd()
 
 
-def resolve_project_file(value: Union[str, os.PathLike], description: str) -> Path:
+def resolve_project_file(value: Union[str, os.PathLike], description: str, *, current_folder: bool = True) -> Path:
     """The file ``value``: as given (``~`` expanded; a relative path from the current folder), else a relative path
     from one of :func:`project_folders` (e.g. the shipped ``options/demo/...`` or ``weights/demo/...``).
+    ``current_folder=False``: one of the project's own files (a relative path), from the project folders only.
 
     Raises ``FileNotFoundError`` "<description> does not exist (looked in ...)" naming every place looked in, and
     saying so when the package is a plain install without the project's data.
     """
     path = Path(str(value)).expanduser()
-    if path.is_file():
-        return path
-    if path.exists():
-        raise FileNotFoundError(f'{description} is not a file')
-    if path.is_absolute():
-        raise FileNotFoundError(f'{description} does not exist')
+    if current_folder or path.is_absolute():
+        if path.is_file():
+            return path
+        if path.exists():
+            raise FileNotFoundError(f'{description} is not a file')
+        if path.is_absolute():
+            raise FileNotFoundError(f'{description} does not exist')
     folders = project_folders()
     for folder in folders:
         if (folder / path).is_file():
             return folder / path
-    places = ['the current folder' + ('' if Path.cwd().resolve() in [f.resolve() for f in folders]
-                                      else f' {Path.cwd()}')]
+    places = []
+    if current_folder:
+        places.append('the current folder' + ('' if Path.cwd().resolve() in [f.resolve() for f in folders]
+                                              else f' {Path.cwd()}'))
     places += [f'the repository {f}' if f == REPO_ROOT else f'the installed data {f}' for f in folders]
     hint = '' if folders else (f'; {REPO_ROOT} is not the repository and {INSTALLED_DATA} does not exist: '
                                'install with `pip install -e .` from a clone, or give the full path')

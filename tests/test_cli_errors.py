@@ -162,9 +162,11 @@ def test_quality_dataset_mistakes(files, tmp_path, caplog, dataset, expected):
 ])
 def test_quality_method_mistakes(files, tmp_path, caplog, method, expected):
     text = method.format(tmp=tmp_path, **files)
+    out = tmp_path / 'new' / 'results'
     message = error_message(run_quality('--method', 'bicubic', '--method', text, '--dataset',
-                                        f'd={files["gt"]},{files["lq"]}'), caplog)
+                                        f'd={files["gt"]},{files["lq"]}', '--out', str(out)), caplog)
     assert all(part in message for part in expected), message
+    assert not (tmp_path / 'new').exists(), 'a refused run leaves no output folder behind'
 
 
 def test_quality_output_device_and_numbers(files, caplog, capsys):

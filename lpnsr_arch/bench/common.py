@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from lpnsr_arch.archs.upsampler_arch import bicubic_upscale
-from lpnsr_arch.cli_errors import (BUILD_ERRORS, non_negative_int, positive_int, prepare_output_folder,
-                                   user_errors)
+from lpnsr_arch.cli_errors import (BUILD_ERRORS, check_output_folder, non_negative_int, positive_int,
+                                   prepare_output_folder, user_errors)
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, read_image
 from lpnsr_arch.inference import resolve_device
 from lpnsr_arch.messages import name_list
@@ -40,9 +40,9 @@ from lpnsr_arch.pipeline import PIPELINE_NETWORKS, PRECISIONS, LPNSRPipeline, lo
 __all__ = [
     'Method', 'ImagePair', 'parse_method', 'build_method', 'load_pairs', 'parse_dataset', 'to_bgr255',
     'psnr_ssim_y', 'niqe_y', 'check_gt_size', 'read_gt', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device',
-    'add_run_arguments', 'parse_run_arguments', 'positive_int', 'non_negative_int', 'check_pairs', 'load_dataset',
-    'load_datasets', 'check_method_options', 'parse_methods', 'open_method', 'open_lpnsr', 'BUILD_ERRORS',
-    'finite_mean', 'finite_std'
+    'add_run_arguments', 'parse_run_arguments', 'prepare_run_output', 'positive_int', 'non_negative_int',
+    'check_pairs', 'load_dataset', 'load_datasets', 'check_method_options', 'parse_methods', 'open_method',
+    'open_lpnsr', 'BUILD_ERRORS', 'finite_mean', 'finite_std'
 ]
 
 logger = logging.getLogger('lpnsr_arch.bench')
@@ -102,17 +102,25 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_req
 
 def parse_run_arguments(parser: argparse.ArgumentParser,
                         argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, torch.device]:
-    """Parse ``argv``, set up INFO logging, resolve ``--device`` and create ``--out``: the start of every
-    benchmark's ``main``. A device this machine lacks, or an ``--out`` that cannot be a folder, is one ERROR line and
-    ``SystemExit(2)``."""
+    """Parse ``argv``, set up INFO logging, resolve ``--device`` and check ``--out`` (created later, by
+    :func:`prepare_run_output`): the start of every benchmark's ``main``. A device this machine lacks, or an ``--out``
+    that cannot be a folder, is one ERROR line and ``SystemExit(2)``."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
     with user_errors(logger, f'--device {args.device}: ', (RuntimeError, ValueError)):
         device = resolve_device(args.device)
     if args.out is not None:
         with user_errors(logger):
-            prepare_output_folder(args.out, '--out')
+            check_output_folder(args.out, '--out')
     return args, device
+
+
+def prepare_run_output(args: argparse.Namespace) -> None:
+    """Create ``--out`` (when given) once a benchmark's other arguments are checked, so that a mistake leaves no
+    folder behind; a folder that cannot be created or written is one ERROR line and ``SystemExit(2)``."""
+    if args.out is not None:
+        with user_errors(logger):
+            prepare_output_folder(args.out, '--out')
 
 
 def parse_method(text: str) -> MethodSpec:

@@ -11,21 +11,21 @@ Without ``path`` entries the weights are random (seed them with ``torch.manual_s
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Dict
 
 from lpnsr_arch.pipeline import load_options
+from lpnsr_arch.weights import resolve_project_file
 
 __all__ = ['OFFICIAL_OPTIONS_PATH', 'official_options', 'small_options', 'tiny_options', 'preset_options', 'PRESETS']
 
-OFFICIAL_OPTIONS_PATH = Path(__file__).resolve().parents[2] / 'options' / 'inference_lpnsr_official.yml'
+OFFICIAL_OPTIONS_PATH = 'options/inference_lpnsr_official.yml'  # the project's own file (repository or installed data)
 
 _DIFFUSION_V3 = {'num_timesteps': 4, 'kappa': 2.0, 'min_noise_level': 0.2, 'etas_end': 0.99, 'eta_power': 0.3}
 
 
 def official_options() -> Dict:
     """The official full-size configuration with no checkpoints (random weights)."""
-    options = load_options(OFFICIAL_OPTIONS_PATH)
+    options = load_options(resolve_project_file(OFFICIAL_OPTIONS_PATH, OFFICIAL_OPTIONS_PATH, current_folder=False))
     options.pop('path', None)
     return options
 

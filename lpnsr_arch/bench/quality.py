@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, finite_mean, load_datasets, lpips_note, niqe_y,
-                                     open_method, parse_methods, parse_run_arguments, psnr_ssim_y, read_gt, report,
-                                     to_bgr255)
+                                     open_method, parse_methods, parse_run_arguments, prepare_run_output, psnr_ssim_y,
+                                     read_gt, report, to_bgr255)
 from lpnsr_arch.cli_errors import ArgumentParser, non_negative_int, positive_int
 from lpnsr_arch.imageio import read_image
 from lpnsr_arch.pipeline import NOISE_KINDS
@@ -92,6 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
     args, device = parse_run_arguments(build_parser(), argv)
     datasets = load_datasets(args.dataset, args.limit, crop_border=args.crop_border)
     specs = parse_methods(args.method)
+    prepare_run_output(args)
     table = Table(title=f'quality (Y channel, crop {args.crop_border}, seed {args.seed}, {args.precision}, {device})',
                   notes=[lpips_note()])
     per_image = Table(title=f'{table.title}, per image')

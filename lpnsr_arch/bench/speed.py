@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from lpnsr_arch.bench.common import Table, add_run_arguments, parse_run_arguments, report
+from lpnsr_arch.bench.common import Table, add_run_arguments, parse_run_arguments, prepare_run_output, report
 from lpnsr_arch.bench.presets import preset_options
 from lpnsr_arch.cli_errors import ArgumentParser, non_negative_int, positive_int, user_errors
 from lpnsr_arch.models.diffusion_base_model import AMP_DTYPES
@@ -618,6 +618,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Table]:
         pipeline = LPNSRPipeline.from_options(preset_options(preset), device)
         with user_errors(logger, types=(ValueError, )):
             check_case_tiles(pipeline, args)
+    prepare_run_output(args)
     peak = peak_tflops(device, args.peak_tflops)
     device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
     meta = {**vars(args), 'device': device_name, 'torch': torch.__version__}
