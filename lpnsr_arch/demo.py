@@ -53,22 +53,25 @@ def write_sample_photos(out: Path, names: Sequence[str]) -> List[Path]:
 
 
 def check_weights() -> None:
-    """The shipped demonstration weights are there (the repository's ``weights/demo``, or a plain install's data);
-    a ``FileNotFoundError`` lists the missing ones."""
-    missing = []
+    """The shipped demonstration weights are there, found as the demo's options find them (the current folder, then
+    the repository's ``weights/demo`` or a plain install's data); a ``FileNotFoundError`` lists the missing ones."""
+    missing, reason = [], ''
     for weight in WEIGHTS:
         try:
-            project_file(weight)
+            resolve_project_file(weight, weight)
         except FileNotFoundError as error:
-            missing.append(str(error))
+            missing.append(weight)
+            reason = str(error).split(' does not exist ', 1)[-1]  # where it looked: the same for every file
     if missing:
-        raise FileNotFoundError(f'the demonstration weights are missing: {"; ".join(missing)}; train them with '
-                                f'`bash scripts/train_demo_model.sh` (needs ../shared/data)')
+        raise FileNotFoundError(f'the demonstration weights are missing: {", ".join(missing)} {reason}; train them '
+                                f'in a clone of the repository with `bash scripts/train_demo_model.sh` (needs '
+                                f'../shared/data)')
 
 
 def project_file(relative: str) -> str:
-    """The absolute path of one of the project's own files (``options/...``, ``weights/...``): from the repository
-    or a plain install's data, wherever the demo runs from (a file of that name in the current folder is not used)."""
+    """The absolute path of one of the project's own options files: from the repository or a plain install's data,
+    wherever the demo runs from (an ``options/...`` file in the current folder is not used; the checkpoints those
+    files name are looked up as everywhere: the current folder first)."""
     return str(resolve_project_file(relative, relative, current_folder=False).resolve())
 
 

@@ -36,8 +36,13 @@ logger = logging.getLogger('lpnsr_arch.train')
 
 
 def _opt_path(argv: List[str]) -> str:
-    """The ``-opt`` value of a BasicSR command line (for error messages)."""
-    return next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == '-opt'), 'options')
+    """The ``-opt`` value of a BasicSR command line (``-opt PATH`` or ``-opt=PATH``; for error messages)."""
+    for index, arg in enumerate(argv):
+        if arg == '-opt' and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith('-opt='):
+            return arg[len('-opt='):]
+    return 'options'
 
 
 class BasicSRRun(NamedTuple):
@@ -137,9 +142,12 @@ def resolve_opt_argument(argv: List[str]) -> List[str]:
     from lpnsr_arch.weights import resolve_project_file
 
     args = list(argv)
-    for index, arg in enumerate(args[:-1]):
-        if arg == '-opt':
+    for index, arg in enumerate(args):
+        if arg == '-opt' and index + 1 < len(args):
             args[index + 1] = str(resolve_project_file(args[index + 1], f'options file {args[index + 1]}'))
+        elif arg.startswith('-opt='):
+            value = arg[len('-opt='):]
+            args[index] = '-opt=' + str(resolve_project_file(value, f'options file {value}'))
     return args
 
 

@@ -7,6 +7,7 @@ can never run code. Mismatches raise :class:`CheckpointError` listing the missin
 """
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import sys
@@ -23,8 +24,26 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The folder above the package: the repository checkout in an editable install (``pip install -e .``), where the
 options, the shipped ``weights/demo`` and ``experiments/`` live; ``site-packages`` in a plain install."""
-INSTALLED_DATA = Path(sys.prefix) / 'share' / 'lpnsr_arch'
-"""Where a plain (non-editable) install puts ``options/`` and ``weights/demo/`` (``setup.py``'s ``data_files``)."""
+
+
+def _installed_data_folder() -> Path:
+    """Where a plain (non-editable) install put ``options/`` and ``weights/demo/`` (``setup.py``'s ``data_files``,
+    under the scheme's data prefix: ``sys.prefix`` in a virtual environment, ``site.USER_BASE`` for ``--user``,
+    ``/usr/local`` for some system Pythons), found through the install record; ``sys.prefix/share/lpnsr_arch`` when
+    the record has none (an editable install)."""
+    marker = ('share', 'lpnsr_arch', 'options', 'inference_lpnsr_official.yml')
+    try:
+        files = importlib.metadata.distribution('lpnsr_arch').files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if tuple(file.parts[-len(marker):]) == marker:
+            return Path(str(file.locate())).resolve().parents[1]
+    return Path(sys.prefix) / 'share' / 'lpnsr_arch'
+
+
+INSTALLED_DATA = _installed_data_folder()
+"""The data folder of a plain install (:func:`_installed_data_folder`); relative paths fall back to it."""
 
 StateDict = Dict[str, Tensor]
 WRAPPER_KEYS = ('params_ema', 'params', 'state_dict', 'ema_state', 'model')
@@ -94,7 +113,7 @@ def resolve_project_file(value: Union[str, os.PathLike], description: str, *, cu
     Raises ``FileNotFoundError`` "<description> does not exist (looked in ...)" naming every place looked in, and
     saying so when the package is a plain install without the project's data.
     """
-    path = Path(str(value)).expanduser()
+    path = Path(os.path.expanduser(str(value)))  # an unknown ~user stays as written (Path.expanduser raises)
     if current_folder or path.is_absolute():
         if path.is_file():
             return path
@@ -111,9 +130,12 @@ def resolve_project_file(value: Union[str, os.PathLike], description: str, *, cu
         places.append('the current folder' + ('' if Path.cwd().resolve() in [f.resolve() for f in folders]
                                               else f' {Path.cwd()}'))
     places += [f'the repository {f}' if f == REPO_ROOT else f'the installed data {f}' for f in folders]
-    hint = '' if folders else (f'; {REPO_ROOT} is not the repository and {INSTALLED_DATA} does not exist: '
-                               'install with `pip install -e .` from a clone, or give the full path')
-    raise FileNotFoundError(f'{description} does not exist (looked in {", ".join(places)}{hint})')
+    parts = [f'looked in {", ".join(places)}'] if places else []
+    if not folders:
+        parts.append(f'{REPO_ROOT} is not the repository and no installed data was found at {INSTALLED_DATA}: '
+                     'install with `pip install -e .` from a clone' + (', or give the full path' if current_folder
+                                                                        else ''))
+    raise FileNotFoundError(f'{description} does not exist ({"; ".join(parts)})')
 
 
 def resolve_checkpoint(key: str, value: Union[str, os.PathLike]) -> Path:

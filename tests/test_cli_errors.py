@@ -188,8 +188,34 @@ def test_quality_refuses_a_tile_the_networks_cannot_take(files, tmp_path, caplog
     options = tmp_path / 'tiny.yml'
     options.write_text(yaml.safe_dump(tiny_options()))
     message = error_message(run_quality('--method', f'lpnsr:{options}', '--dataset', f'd={files["gt"]},{files["lq"]}',
-                                        '--tile', '24'), caplog)
+                                        '--tile', '24', '--out', str(tmp_path / 'new' / 'q')), caplog)
     assert 'tiny.yml' in message and 'tile must be a multiple of 16, got 24' in message
+    assert not (tmp_path / 'new').exists(), 'the folders the refused run made are removed again'
+
+
+def test_a_method_refused_while_it_is_built_leaves_no_output_folder(files, tmp_path, caplog):
+    """A missing checkpoint is found when the method is built, after --out was made: the folders made go again (an
+    existing --out stays, with what it held)."""
+    options = tiny_options()
+    options['path'] = {'pretrain_network_unet': str(tmp_path / 'missing.pth')}
+    (tmp_path / 'missing_ckpt.yml').write_text(yaml.safe_dump(options))
+    dataset = f'd={files["gt"]},{files["lq"]}'
+    runs = {
+        'quality': lambda out: run_quality('--method', 'bicubic', '--method', f'lpnsr:{tmp_path}/missing_ckpt.yml',
+                                           '--dataset', dataset, '--out', out),
+        'consistency': lambda out: lambda: consistency.main(['--device', 'cpu', '--seeds', '2', '--pipeline',
+                                                             f'{tmp_path}/missing_ckpt.yml', '--dataset', dataset,
+                                                             '--out', out]),
+    }
+    kept = tmp_path / 'kept'
+    kept.mkdir()
+    (kept / 'earlier.csv').write_text('x\n')
+    for name, run in runs.items():
+        message = error_message(run(str(tmp_path / 'new' / name)), caplog)
+        assert 'missing.pth' in message and 'does not exist' in message, message
+        assert not (tmp_path / 'new').exists(), name
+        error_message(run(str(kept)), caplog)
+        assert sorted(p.name for p in kept.iterdir()) == ['earlier.csv'], name
 
 
 def test_consistency_mistakes(files, tmp_path, caplog, capsys):

@@ -149,6 +149,7 @@ def test_the_opt_file_is_found_as_inference_finds_one_and_a_missing_one_is_one_e
     recipe = 'options/demo/train_rrdbnet_demo.yml'
     assert train_entry.resolve_opt_argument(['-opt', recipe, '--debug']) == ['-opt', str(REPO_ROOT / recipe),
                                                                               '--debug']
+    assert train_entry.resolve_opt_argument([f'-opt={recipe}']) == [f'-opt={REPO_ROOT / recipe}']  # argparse's form
     with pytest.raises(SystemExit, match='2'):
         train_entry.main(['-opt', 'options/nope.yml'], root_path=str(tmp_path / 'runs'))
     assert 'options file options/nope.yml does not exist (looked in the current folder' in caplog.text

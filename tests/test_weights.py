@@ -217,9 +217,16 @@ def test_project_files_are_found_from_any_folder_and_in_a_plain_install(tmp_path
     monkeypatch.setattr(weights, 'INSTALLED_DATA', share)
     assert not weights.is_checkout() and weights.default_run_root() == Path.cwd()
     with pytest.raises(FileNotFoundError, match=r'options file options/x.yml does not exist \(looked in the current '
-                                                r'folder .*elsewhere; .*site-packages is not the repository and '
-                                                r'.*share/lpnsr_arch does not exist: install with `pip install -e .`'):
+                                                r'folder .*elsewhere; .*site-packages is not the repository and no '
+                                                r'installed data was found at .*share/lpnsr_arch: install with `pip '
+                                                r'install -e .` from a clone, or give the full path\)$'):
         load_options('options/x.yml')
+    with pytest.raises(FileNotFoundError, match=r'^x.yml does not exist \(.*site-packages is not the repository and '
+                                                r'no installed data was found at .*lpnsr_arch: install with `pip '
+                                                r'install -e .` from a clone\)$'):
+        weights.resolve_project_file('x.yml', 'x.yml', current_folder=False)  # the demo's and presets' own files
+    with pytest.raises(FileNotFoundError, match=r'options file ~nosuchuser_lpnsr/x.yml does not exist'):
+        load_options('~nosuchuser_lpnsr/x.yml')  # an unknown ~user is a path like any other, not a traceback
     (share / 'options').mkdir(parents=True)
     (share / 'options' / 'x.yml').write_text('name: installed\n')
     assert load_options('options/x.yml')['name'] == 'installed'

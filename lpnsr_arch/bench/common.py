@@ -15,6 +15,7 @@ ends it with one log line naming the argument and the file and ``SystemExit(2)``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -23,7 +24,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from lpnsr_arch.pipeline import PIPELINE_NETWORKS, PRECISIONS, LPNSRPipeline, lo
 __all__ = [
     'Method', 'ImagePair', 'parse_method', 'build_method', 'load_pairs', 'parse_dataset', 'to_bgr255',
     'psnr_ssim_y', 'niqe_y', 'check_gt_size', 'read_gt', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device',
-    'add_run_arguments', 'parse_run_arguments', 'prepare_run_output', 'positive_int', 'non_negative_int',
+    'add_run_arguments', 'parse_run_arguments', 'run_output_folder', 'positive_int', 'non_negative_int',
     'check_pairs', 'load_dataset', 'load_datasets', 'check_method_options', 'parse_methods', 'open_method',
     'open_lpnsr', 'BUILD_ERRORS', 'finite_mean', 'finite_std'
 ]
@@ -103,7 +104,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_req
 def parse_run_arguments(parser: argparse.ArgumentParser,
                         argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, torch.device]:
     """Parse ``argv``, set up INFO logging, resolve ``--device`` and check ``--out`` (created later, by
-    :func:`prepare_run_output`): the start of every benchmark's ``main``. A device this machine lacks, or an ``--out``
+    :func:`run_output_folder`): the start of every benchmark's ``main``. A device this machine lacks, or an ``--out``
     that cannot be a folder, is one ERROR line and ``SystemExit(2)``."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
@@ -115,12 +116,24 @@ def parse_run_arguments(parser: argparse.ArgumentParser,
     return args, device
 
 
-def prepare_run_output(args: argparse.Namespace) -> None:
-    """Create ``--out`` (when given) once a benchmark's other arguments are checked, so that a mistake leaves no
-    folder behind; a folder that cannot be created or written is one ERROR line and ``SystemExit(2)``."""
+@contextlib.contextmanager
+def run_output_folder(args: argparse.Namespace) -> Iterator[None]:
+    """Create ``--out`` (when given) on entry, so that a folder that cannot be created or written is refused before
+    the run (one ERROR line and ``SystemExit(2)``); if the run inside is then refused (``SystemExit``, e.g. a
+    checkpoint or a tile that only building a method finds wrong), remove again the folders this made while they are
+    still empty: a refused run leaves no output folder behind."""
+    made: List[Path] = []
     if args.out is not None:
+        made = [folder for folder in (Path(args.out), *Path(args.out).parents) if not folder.exists()]
         with user_errors(logger):
             prepare_output_folder(args.out, '--out')
+    try:
+        yield
+    except SystemExit:
+        for folder in made:  # the deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
 
 
 def parse_method(text: str) -> MethodSpec:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, check_gt_size, open_method, parse_methods,
-                                     parse_run_arguments, prepare_run_output, report)
+                                     parse_run_arguments, report, run_output_folder)
 from lpnsr_arch.cli_errors import ArgumentParser, user_errors
 from lpnsr_arch.imageio import read_image, write_image
 
@@ -152,15 +152,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
         inputs = load_inputs(args.lq, args.gt, args.crop)
     specs = parse_methods(['bicubic'] + [text for text in args.method if text != 'bicubic'])
     methods = [open_method(spec, device=device, tile=args.tile) for spec in specs]
-    prepare_run_output(args)
-    table = Table(title='comparison sheets')
-    for lq_path, lr01, gt01, crops in inputs:
-        sheet, labels = build_sheet(lr01, gt01, methods, crops, seeds=tuple(args.seeds))
-        out_path = args.out / f'{lq_path.stem}_sheet.png'
-        write_image(out_path, torch.from_numpy(sheet).permute(2, 0, 1)[None].float() / 255.0)
-        table.rows.append({'image': lq_path.name, 'sheet': str(out_path), 'columns': ' | '.join(labels),
-                           'height': sheet.shape[0], 'width': sheet.shape[1]})
-    report(table, args.out, 'sheets', meta=vars(args))
+    with run_output_folder(args):  # made now; removed again if the run is refused before writing
+        table = Table(title='comparison sheets')
+        for lq_path, lr01, gt01, crops in inputs:
+            sheet, labels = build_sheet(lr01, gt01, methods, crops, seeds=tuple(args.seeds))
+            out_path = args.out / f'{lq_path.stem}_sheet.png'
+            write_image(out_path, torch.from_numpy(sheet).permute(2, 0, 1)[None].float() / 255.0)
+            table.rows.append({'image': lq_path.name, 'sheet': str(out_path), 'columns': ' | '.join(labels),
+                               'height': sheet.shape[0], 'width': sheet.shape[1]})
+        report(table, args.out, 'sheets', meta=vars(args))
     return table
 
 

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from lpnsr_arch.bench.common import (Table, add_run_arguments, finite_mean, finite_std, load_datasets, niqe_y,
-                                     open_lpnsr, parse_methods, parse_run_arguments, prepare_run_output, psnr_ssim_y,
-                                     read_gt, report, to_bgr255)
+                                     open_lpnsr, parse_methods, parse_run_arguments, psnr_ssim_y, read_gt, report,
+                                     run_output_folder, to_bgr255)
 from lpnsr_arch.cli_errors import ArgumentParser, int_at_least, non_negative_int, positive_int
 from lpnsr_arch.imageio import read_image
 from lpnsr_arch.pipeline import NOISE_KINDS, LPNSRPipeline
@@ -96,26 +96,26 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
     seeds = [args.seed_offset + i for i in range(args.seeds)]
     datasets = load_datasets(args.dataset, args.limit, crop_border=args.crop_border)
     specs = parse_methods(args.pipeline, option='--pipeline', kind='lpnsr')
-    prepare_run_output(args)
-    table = Table(title=f'consistency over {args.seeds} seeds ({args.precision}, {device})',
-                  notes=['pixel_std: per-pixel std across seeds in 8-bit levels (population std, ddof 0), '
-                         'averaged over pixels and images'])
-    for spec in specs:
-        pipeline, tile, tile_overlap = open_lpnsr(spec, device=device, tile=args.tile)
-        for noise in args.noise:
-            if noise == 'learned' and pipeline.noise_predictor is None:
-                table.notes.append(f'{spec.options}: no noise predictor, learned noise skipped')
-                continue
-            for name, pairs in datasets:
-                per_image = [
-                    image_consistency(pipeline, pair, noise=noise, seeds=seeds, crop_border=args.crop_border,
-                                      tile=tile, tile_overlap=tile_overlap, precision=args.precision, device=device)
-                    for pair in pairs
-                ]
-                row = {'pipeline': Path(spec.options).stem, 'noise': noise, 'dataset': name, 'images': len(pairs)}
-                row.update(_average(per_image))
-                table.rows.append(row)
-    report(table, args.out, 'consistency', meta=vars(args))
+    with run_output_folder(args):  # made now; removed again if the run is refused before writing
+        table = Table(title=f'consistency over {args.seeds} seeds ({args.precision}, {device})',
+                      notes=['pixel_std: per-pixel std across seeds in 8-bit levels (population std, ddof 0), '
+                             'averaged over pixels and images'])
+        for spec in specs:
+            pipeline, tile, tile_overlap = open_lpnsr(spec, device=device, tile=args.tile)
+            for noise in args.noise:
+                if noise == 'learned' and pipeline.noise_predictor is None:
+                    table.notes.append(f'{spec.options}: no noise predictor, learned noise skipped')
+                    continue
+                for name, pairs in datasets:
+                    per_image = [
+                        image_consistency(pipeline, pair, noise=noise, seeds=seeds, crop_border=args.crop_border,
+                                          tile=tile, tile_overlap=tile_overlap, precision=args.precision, device=device)
+                        for pair in pairs
+                    ]
+                    row = {'pipeline': Path(spec.options).stem, 'noise': noise, 'dataset': name, 'images': len(pairs)}
+                    row.update(_average(per_image))
+                    table.rows.append(row)
+        report(table, args.out, 'consistency', meta=vars(args))
     return table
 
 

@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, finite_mean, load_datasets, lpips_note, niqe_y,
-                                     open_method, parse_methods, parse_run_arguments, prepare_run_output, psnr_ssim_y,
-                                     read_gt, report, to_bgr255)
+                                     open_method, parse_methods, parse_run_arguments, psnr_ssim_y, read_gt, report,
+                                     run_output_folder, to_bgr255)
 from lpnsr_arch.cli_errors import ArgumentParser, non_negative_int, positive_int
 from lpnsr_arch.imageio import read_image
 from lpnsr_arch.pipeline import NOISE_KINDS
@@ -92,20 +92,20 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
     args, device = parse_run_arguments(build_parser(), argv)
     datasets = load_datasets(args.dataset, args.limit, crop_border=args.crop_border)
     specs = parse_methods(args.method)
-    prepare_run_output(args)
     table = Table(title=f'quality (Y channel, crop {args.crop_border}, seed {args.seed}, {args.precision}, {device})',
                   notes=[lpips_note()])
     per_image = Table(title=f'{table.title}, per image')
-    for spec in specs:
-        method = open_method(spec, device=device, noise=args.noise, tile=args.tile, precision=args.precision)
-        for name, pairs in datasets:
-            logger.info(f'{method.name} on {name}: {len(pairs)} images')
-            scores = score_images(method, pairs, seed=args.seed, crop_border=args.crop_border)
-            table.rows.append(summarise(method.name, name, scores))
-            per_image.rows += [{'method': method.name, 'dataset': name, **row} for row in scores]
-    report(table, args.out, 'quality', meta=vars(args))
-    if args.out is not None:
-        report(per_image, args.out, 'quality_per_image', meta=vars(args), echo=False)
+    with run_output_folder(args):  # made now; removed again if the run is refused before writing
+        for spec in specs:
+            method = open_method(spec, device=device, noise=args.noise, tile=args.tile, precision=args.precision)
+            for name, pairs in datasets:
+                logger.info(f'{method.name} on {name}: {len(pairs)} images')
+                scores = score_images(method, pairs, seed=args.seed, crop_border=args.crop_border)
+                table.rows.append(summarise(method.name, name, scores))
+                per_image.rows += [{'method': method.name, 'dataset': name, **row} for row in scores]
+        report(table, args.out, 'quality', meta=vars(args))
+        if args.out is not None:
+            report(per_image, args.out, 'quality_per_image', meta=vars(args), echo=False)
     return table
 
 

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from lpnsr_arch.bench.common import Table, add_run_arguments, parse_run_arguments, prepare_run_output, report
+from lpnsr_arch.bench.common import Table, add_run_arguments, parse_run_arguments, report, run_output_folder
 from lpnsr_arch.bench.presets import preset_options
 from lpnsr_arch.cli_errors import ArgumentParser, non_negative_int, positive_int, user_errors
 from lpnsr_arch.models.diffusion_base_model import AMP_DTYPES
@@ -618,24 +618,24 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Table]:
         pipeline = LPNSRPipeline.from_options(preset_options(preset), device)
         with user_errors(logger, types=(ValueError, )):
             check_case_tiles(pipeline, args)
-    prepare_run_output(args)
-    peak = peak_tflops(device, args.peak_tflops)
-    device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
-    meta = {**vars(args), 'device': device_name, 'torch': torch.__version__}
-    tables: Dict[str, Table] = {}
-    if args.infer:
-        tables['speed'] = run_inference(pipeline, paths, preset, args, device, peak, device_name)
-        pipeline = None  # free its memory before the training step is measured
-        _release(device)
-    if args.train:
-        table = run_training(preset_options(preset), train_paths, batch_size=args.train_batch, hr_size=args.train_hr,
-                             device=device, warmup=args.warmup, repeats=args.repeats, peak=peak, seed=args.seed,
-                             lr=args.train_lr)
-        table.title += f', {device_name}, torch {torch.__version__}'
-        table.notes.insert(0, _mfu_note(peak))
-        tables['speed_train'] = table
-    for stem, table in tables.items():
-        report(table, args.out, stem, meta=meta)
+    with run_output_folder(args):  # made now; removed again if the run is refused before writing
+        peak = peak_tflops(device, args.peak_tflops)
+        device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
+        meta = {**vars(args), 'device': device_name, 'torch': torch.__version__}
+        tables: Dict[str, Table] = {}
+        if args.infer:
+            tables['speed'] = run_inference(pipeline, paths, preset, args, device, peak, device_name)
+            pipeline = None  # free its memory before the training step is measured
+            _release(device)
+        if args.train:
+            table = run_training(preset_options(preset), train_paths, batch_size=args.train_batch,
+                                 hr_size=args.train_hr, device=device, warmup=args.warmup, repeats=args.repeats,
+                                 peak=peak, seed=args.seed, lr=args.train_lr)
+            table.title += f', {device_name}, torch {torch.__version__}'
+            table.notes.insert(0, _mfu_note(peak))
+            tables['speed_train'] = table
+        for stem, table in tables.items():
+            report(table, args.out, stem, meta=meta)
     return tables
 
 

@@ -33,9 +33,10 @@ def load_recipe(path: Optional[str]) -> Dict[str, dict]:
     """Degradation and kernel settings: Real-ESRGAN x4plus, or those of a training YAML."""
     if path is None:
         return {'degradation': dict(REALESRGAN_X4PLUS_DEGRADATION), 'kernels': dict(REALESRGAN_X4PLUS_KERNELS)}
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--opt '{path}' does not exist")
-    recipe = load_options(path)  # ValueError naming the file: not valid YAML, or not a mapping
+    try:  # the current folder, then the repository; ValueError naming the file: not valid YAML, or not a mapping
+        recipe = load_options(path)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f'--opt: {error}') from error
     datasets = recipe.get('datasets')
     train_opt = datasets.get('train') if isinstance(datasets, dict) else None
     if not isinstance(train_opt, dict):
