@@ -362,6 +362,19 @@ def test_resshift_with_lpips_backpropagates_through_the_decoder(tmp_path, lpips_
     assert model.log_dict['l_lpips'] > 0
 
 
+def test_a_nan_lpips_sample_is_replaced_by_zero_alone(tmp_path, lpips_weights):
+    """The official trainer's rule, per sample: a NaN LPIPS counts 0 (that sample trains on the MSE alone); the
+    other samples keep their LPIPS."""
+    opt = make_opt(tmp_path, perceptual_opt=dict(type='LPNSRLPIPSLoss', loss_weight=2.0, **lpips_weights))
+    model = ResShiftModel(opt)
+    torch.manual_seed(3)
+    pred, gt = torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)
+    distances = model.cri_perceptual.distance(pred, gt)
+    torch.testing.assert_close(model.perceptual_loss(pred, gt), 2.0 * distances.mean())
+    pred[1, 0, 0, 0] = float('nan')
+    torch.testing.assert_close(model.perceptual_loss(pred, gt), 2.0 * (distances[0] + distances[2]) / 3)
+
+
 @pytest.mark.parametrize('gt_usm', [None, True])
 def test_synthetic_batches_train_towards_the_plain_gt_unless_gt_usm(tmp_path, gt_usm):
     """The diffusion models share the baselines' feed_data (synthetic_pairs.py): a kernel batch is degraded on the

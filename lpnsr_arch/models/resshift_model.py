@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from basicsr.losses import build_loss
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from lpnsr_arch.losses.lpips_loss import LPNSRLPIPSLoss
 from lpnsr_arch.models.diffusion_base_model import DiffusionSRModel
 
 __all__ = ['ResShiftModel']
@@ -64,13 +65,26 @@ class ResShiftModel(DiffusionSRModel):
         terms['l_mse'] = self.cri_latent(pred_x0.float(), x0)
         if self.cri_perceptual is not None:
             pred01 = self.decode(pred_x0).clamp(-1, 1) * 0.5 + 0.5
-            l_lpips = self.cri_perceptual(pred01, gt)
-            if not bool(torch.isfinite(l_lpips)):
-                # the official trainer replaces a NaN LPIPS by 0 and trains on the MSE alone
-                self.logger.warning('non-finite l_lpips replaced by 0 for this micro-batch')
-                l_lpips = torch.zeros_like(l_lpips)
-            terms['l_lpips'] = l_lpips
+            terms['l_lpips'] = self.perceptual_loss(pred01, gt)
         return terms
+
+    def perceptual_loss(self, pred01: Tensor, gt01: Tensor) -> Tensor:
+        """The perceptual term of images in [0, 1]; a NaN LPIPS is replaced by 0 (the official trainer: those samples
+        train on the MSE alone). With a per-sample loss (``LPNSRLPIPSLoss``, ``reduction: mean``) only the NaN
+        samples are, the others keep theirs; another loss type is replaced as a whole."""
+        loss = self.cri_perceptual
+        if isinstance(loss, LPNSRLPIPSLoss) and loss.reduction == 'mean':
+            per_sample = loss.distance(pred01, gt01)
+            nan = torch.isnan(per_sample)
+            if bool(nan.any()):
+                self.logger.warning(f'NaN l_lpips of {int(nan.sum())} of {nan.numel()} samples replaced by 0')
+                per_sample = per_sample.masked_fill(nan, 0.0)
+            return loss.loss_weight * per_sample.mean()
+        value = loss(pred01, gt01)
+        if bool(torch.isnan(value).any()):
+            self.logger.warning('NaN l_lpips replaced by 0 for this micro-batch')
+            value = torch.nan_to_num(value, nan=0.0)
+        return value
 
     def optimize_parameters(self, current_iter: int) -> None:
         """One optimizer step of ``net_g`` over ``train.grad_accum`` micro-batches, then the EMA update."""
