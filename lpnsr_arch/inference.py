@@ -146,7 +146,8 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
 
     precision = args.precision or ('bf16' if device.type == 'cuda' else 'fp32')
     if precision == 'fp16' and device.type == 'cpu':
-        logger.warning('--precision fp16 on a CPU is very slow (about 20x fp32 here); bf16 is the fast CPU choice')
+        logger.warning('--precision fp16 on a CPU is very slow (about 20x fp32 here); use fp32 (bf16 is fast only on '
+                       'CPUs with native bf16: emulated, it ran 50 to 100x slower than fp32 on an AVX2 CPU)')
     seed = pipeline.defaults.seed if args.seed is None else args.seed
     protected = {p.resolve() for p in inputs}
     written: Dict[Path, Path] = {}  # output -> the input it was made from, in this run

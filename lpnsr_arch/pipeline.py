@@ -128,7 +128,8 @@ class LatentNoiseField:
     with ``(seed, k, row // block, col // block)`` produces (float32, drawn on the CPU and moved to ``device``, so a
     seed gives the same noise on a GPU as on the CPU), the same for every image of the batch: an image gets the same
     noise, hence the same output, alone as at any place in a batch. A tile sees exactly the noise the untiled image
-    has at the same place: overlapping tiles agree, the result does not depend on ``tile_batch``, and memory stays
+    has at the same place: overlapping tiles agree, the result does not depend on ``tile_batch`` (up to float
+    rounding, which a VQ decode's codebook lookup can turn into a few flipped codes), and memory stays
     bounded by the tile size (no image-sized noise buffer). (The official chopper draws fresh noise per patch from one
     global stream; seeded outputs are not draw-for-draw the official ones, which injected draws reproduce exactly.)
     """
