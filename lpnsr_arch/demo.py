@@ -28,7 +28,7 @@ from lpnsr_arch.data.sample_photos import (BUNDLED_IMAGES, DEFAULT_IMAGES, check
                                            write_rgb_png)
 from lpnsr_arch.data.test_pairs import make_test_pairs
 from lpnsr_arch.inference import main as inference_main
-from lpnsr_arch.weights import resolve_project_file
+from lpnsr_arch.weights import find_project_file, project_file_places, resolve_project_file
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +55,11 @@ def write_sample_photos(out: Path, names: Sequence[str]) -> List[Path]:
 def check_weights() -> None:
     """The shipped demonstration weights are there, found as the demo's options find them (the current folder, then
     the repository's ``weights/demo`` or a plain install's data); a ``FileNotFoundError`` lists the missing ones."""
-    missing, reason = [], ''
-    for weight in WEIGHTS:
-        try:
-            resolve_project_file(weight, weight)
-        except FileNotFoundError as error:
-            missing.append(weight)
-            reason = str(error).split(' does not exist ', 1)[-1]  # where it looked: the same for every file
+    missing = [weight for weight in WEIGHTS if find_project_file(weight) is None]
     if missing:
-        raise FileNotFoundError(f'the demonstration weights are missing: {", ".join(missing)} {reason}; train them '
-                                f'in a clone of the repository with `bash scripts/train_demo_model.sh` (needs '
-                                f'../shared/data)')
+        raise FileNotFoundError(f'the demonstration weights are missing: {", ".join(missing)} '
+                                f'({project_file_places()}); train them in a clone of the repository with '
+                                f'`bash scripts/train_demo_model.sh` (needs ../shared/data)')
 
 
 def project_file(relative: str) -> str:

@@ -16,7 +16,7 @@ import logging
 import os
 import os.path as osp
 import sys
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if __package__ in (None, ''):
@@ -35,14 +35,21 @@ from lpnsr_arch.compat import install_basicsr_fixes  # noqa: E402
 logger = logging.getLogger('lpnsr_arch.train')
 
 
-def _opt_path(argv: List[str]) -> str:
-    """The ``-opt`` value of a BasicSR command line (``-opt PATH`` or ``-opt=PATH``; for error messages)."""
+def _find_opt(argv: List[str]) -> Optional[Tuple[int, str]]:
+    """Where the ``-opt`` value of a BasicSR command line is (``-opt PATH``: the next argument; ``-opt=PATH``: that
+    argument) and the value, or ``None``."""
     for index, arg in enumerate(argv):
         if arg == '-opt' and index + 1 < len(argv):
-            return argv[index + 1]
+            return index + 1, argv[index + 1]
         if arg.startswith('-opt='):
-            return arg[len('-opt='):]
-    return 'options'
+            return index, arg[len('-opt='):]
+    return None
+
+
+def _opt_path(argv: List[str]) -> str:
+    """The ``-opt`` value of a BasicSR command line (for error messages)."""
+    found = _find_opt(argv)
+    return found[1] if found else 'options'
 
 
 class BasicSRRun(NamedTuple):
@@ -142,12 +149,11 @@ def resolve_opt_argument(argv: List[str]) -> List[str]:
     from lpnsr_arch.weights import resolve_project_file
 
     args = list(argv)
-    for index, arg in enumerate(args):
-        if arg == '-opt' and index + 1 < len(args):
-            args[index + 1] = str(resolve_project_file(args[index + 1], f'options file {args[index + 1]}'))
-        elif arg.startswith('-opt='):
-            value = arg[len('-opt='):]
-            args[index] = '-opt=' + str(resolve_project_file(value, f'options file {value}'))
+    found = _find_opt(args)
+    if found is not None:
+        index, value = found
+        resolved = str(resolve_project_file(value, f'options file {value}'))
+        args[index] = resolved if args[index] == value else f'-opt={resolved}'
     return args
 
 

@@ -105,26 +105,23 @@ def default_run_root() -> Path:
     return REPO_ROOT if is_checkout() else Path.cwd()
 
 
-def resolve_project_file(value: Union[str, os.PathLike], description: str, *, current_folder: bool = True) -> Path:
-    """The file ``value``: as given (``~`` expanded; a relative path from the current folder), else a relative path
-    from one of :func:`project_folders` (e.g. the shipped ``options/demo/...`` or ``weights/demo/...``).
-    ``current_folder=False``: one of the project's own files (a relative path), from the project folders only.
-
-    Raises ``FileNotFoundError`` "<description> does not exist (looked in ...)" naming every place looked in, and
-    saying so when the package is a plain install without the project's data.
-    """
+def find_project_file(value: Union[str, os.PathLike], *, current_folder: bool = True) -> Optional[Path]:
+    """The file ``value``, or ``None``: as given (``~`` expanded; a relative path from the current folder), else a
+    relative path from one of :func:`project_folders` (e.g. the shipped ``options/demo/...`` or ``weights/demo/...``).
+    ``current_folder=False``: one of the project's own files (a relative path), from the project folders only."""
     path = Path(os.path.expanduser(str(value)))  # an unknown ~user stays as written (Path.expanduser raises)
     if current_folder or path.is_absolute():
         if path.is_file():
             return path
-        if path.exists():
-            raise FileNotFoundError(f'{description} is not a file')
         if path.is_absolute():
-            raise FileNotFoundError(f'{description} does not exist')
+            return None
+    return next((folder / path for folder in project_folders() if (folder / path).is_file()), None)
+
+
+def project_file_places(*, current_folder: bool = True) -> str:
+    """Where :func:`find_project_file` looks for a relative path, for an error message: "looked in ..." and, when the
+    package is neither a checkout nor a plain install with its data, what to do."""
     folders = project_folders()
-    for folder in folders:
-        if (folder / path).is_file():
-            return folder / path
     places = []
     if current_folder:
         places.append('the current folder' + ('' if Path.cwd().resolve() in [f.resolve() for f in folders]
@@ -135,7 +132,22 @@ def resolve_project_file(value: Union[str, os.PathLike], description: str, *, cu
         parts.append(f'{REPO_ROOT} is not the repository and no installed data was found at {INSTALLED_DATA}: '
                      'install with `pip install -e .` from a clone' + (', or give the full path' if current_folder
                                                                         else ''))
-    raise FileNotFoundError(f'{description} does not exist ({"; ".join(parts)})')
+    return '; '.join(parts)
+
+
+def resolve_project_file(value: Union[str, os.PathLike], description: str, *, current_folder: bool = True) -> Path:
+    """The file ``value``, found by :func:`find_project_file`. Raises ``FileNotFoundError`` "<description> does not
+    exist (looked in ...)" naming every place looked in (:func:`project_file_places`), or "<description> is not a
+    file" for a folder."""
+    found = find_project_file(value, current_folder=current_folder)
+    if found is not None:
+        return found
+    path = Path(os.path.expanduser(str(value)))
+    if (current_folder or path.is_absolute()) and path.exists():
+        raise FileNotFoundError(f'{description} is not a file')
+    if path.is_absolute():
+        raise FileNotFoundError(f'{description} does not exist')
+    raise FileNotFoundError(f'{description} does not exist ({project_file_places(current_folder=current_folder)})')
 
 
 def resolve_checkpoint(key: str, value: Union[str, os.PathLike]) -> Path:
