@@ -133,3 +133,10 @@ def test_the_demo_recipes_train_the_networks_the_shipped_options_load():
     assert probe['network_upsampler'] == recipes['probe_swinir_4c_upsampler']['network_g']
     assert probe['path']['pretrain_network_g'] == inference['path']['pretrain_network_noise']
     assert probe['path']['pretrain_network_unet'] == inference['path']['pretrain_network_unet']
+    for stem in ('probe_gpu_upsampler_l1', 'probe_gpu_upsampler_gan'):  # the GPU probes continue the shipped one
+        gpu_probe = recipes[stem]
+        assert gpu_probe['network_g'] == inference['network_upsampler'], stem
+        assert gpu_probe['path']['pretrain_network_g'] == inference['path']['pretrain_network_upsampler'], stem
+    l1_probe, gan_probe = recipes['probe_gpu_upsampler_l1'], recipes['probe_gpu_upsampler_gan']
+    assert {key for key in gan_probe['train'] if gan_probe['train'][key] != l1_probe['train'].get(key)} == {
+        'optim_d', 'gan_opt', 'net_d_iters', 'net_d_init_iters'}  # the GAN probe adds its GAN terms, nothing else
