@@ -2,7 +2,10 @@
 # Train several pre-upsampler variants side by side on one GPU, in one device call of at most BUDGET_SECONDS
 # (default 500), then export each one's EMA weights to $OUT/<run>.safetensors. Each variant is one training run of
 # options/demo_model/probe_gpu_upsampler_{l1,gan}.yml with its own overrides; every run is stopped at the same time
-# limit (the recipes' total_iter is a ceiling) and exported from its last periodic checkpoint (every 500 iterations).
+# limit (the recipes' total_iter is a ceiling) and exported from its last periodic checkpoint (every 500 iterations;
+# one cut short while it was written gives way to the one before it); a run that fails is reported, not exported.
+# The exported weights are the EMA (decay 0.999, starting from the shipped weights): after 1,000 iterations they
+# still hold 0.999^1000 = 37 % of the starting weights.
 # The runs are small (0.76 M parameters) and share the GPU; their data loaders share the CPU cores. $OUT receives
 # plan.txt, one .safetensors per run and logs.tar.gz (each run's console output and BasicSR log): the device tool
 # brings back at most 8 files, so five runs is the most one call can return.
@@ -12,9 +15,11 @@
 # then on the device (carry: [".whl", ".data"]):
 #   OUT=$OUT bash scripts/gpu_train_upsampler_variants.sh
 # VARIANTS: one line per run, "<run name> <options file> [--force_yml overrides...]" (default: the five below).
-# A dry run on the CPU checks the script (tiny counts, a 60 s limit):
+# A dry run on the CPU checks the script (tiny counts; with this budget each run stops after about 100 s):
 #   PY=.venv/bin/python OUT=/tmp/dry BUDGET_SECONDS=150 WORKERS=1 EXTRA="datasets:train:batch_size_per_gpu=2 \
 #   logger:save_checkpoint_freq=2 logger:print_freq=1" bash scripts/gpu_train_upsampler_variants.sh
+# The H100 run of 2026-11-27 (docs/demo_model_experiments.md) used an earlier version of this script: one export
+# process per run (the five took 58 s after the runs stopped, 558 s in all) and the console logs as separate files.
 set -o pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-results/gpu_train_upsampler_variants}
@@ -24,6 +29,7 @@ START=$(date +%s)
 BUDGET=${BUDGET_SECONDS:-500}
 CONSOLE=$(mktemp -d)  # each run's console output, packed into logs.tar.gz
 WORKERS=${WORKERS:-3}
+EXPORT_SECONDS=${EXPORT_SECONDS:-45}  # kept for the export and the log archive after the runs stop
 EXTRA=${EXTRA:-}
 L1=options/demo_model/probe_gpu_upsampler_l1.yml
 GAN=options/demo_model/probe_gpu_upsampler_gan.yml
@@ -42,40 +48,49 @@ elapsed() { echo $(($(date +%s) - START)); }
 { nvidia-smi --query-gpu=name,memory.total --format=csv 2>&1; nproc
   "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'; } | tee "$OUT/plan.txt"
 
-limit=$((BUDGET - $(elapsed) - 40))  # 40 s left for the exports and the log archive
+limit=$((BUDGET - $(elapsed) - EXPORT_SECONDS))
+if [ "$limit" -lt 60 ]; then
+    echo "only ${limit} s of the budget left for training: stopped" | tee -a "$OUT/plan.txt"
+    exit 1
+fi
 echo "each run stops after ${limit} s" | tee -a "$OUT/plan.txt"
+read -r -a extra <<<"$EXTRA"
 runs=()
 pids=()
-while read -r run recipe overrides; do
+while read -r run recipe rest; do
     [ -z "$run" ] && continue
+    read -r -a overrides <<<"$rest"
     runs+=("$run")
-    # shellcheck disable=SC2086  # overrides and EXTRA are lists of words
     OMP_NUM_THREADS=2 timeout "$limit" "$PY" lpnsr_arch/train.py -opt "$recipe" --force_yml "name=$run" \
-        "datasets:train:num_worker_per_gpu=$WORKERS" $overrides $EXTRA >"$CONSOLE/$run.txt" 2>&1 &
+        "datasets:train:num_worker_per_gpu=$WORKERS" "${overrides[@]}" "${extra[@]}" >"$CONSOLE/$run.txt" 2>&1 &
     pids+=($!)
-    echo "started $run: $recipe $overrides" | tee -a "$OUT/plan.txt"
+    echo "started $run: $recipe ${overrides[*]}" | tee -a "$OUT/plan.txt"
 done <<<"$VARIANTS"
+
+# a run stopped at the limit (exit 124) is exported from its last periodic save; one that failed is not
+failures=0
+finished=()
 for i in "${!pids[@]}"; do
     wait "${pids[$i]}"
-    echo "${runs[$i]} exit $? at $(elapsed) s: $(grep -o 'iter: *[0-9,]*' "$CONSOLE/${runs[$i]}.txt" | tail -1)" \
+    status=$?
+    run=${runs[$i]}
+    echo "$run exit $status at $(elapsed) s: $(grep -o 'iter: *[0-9,]*' "$CONSOLE/$run.txt" | tail -1)" \
         | tee -a "$OUT/plan.txt"
+    if [ "$status" -eq 0 ] || [ "$status" -eq 124 ]; then
+        finished+=("$run")
+    else
+        failures=$((failures + 1))
+        tail -5 "$CONSOLE/$run.txt" | tee -a "$OUT/plan.txt"
+    fi
 done
-
-# export each run's last periodic checkpoint; one cut short while it was written is dropped for the one before it
-failures=0
+if [ "${#finished[@]}" -gt 0 ]; then  # one process for all: a cut-short last save falls back to the one before
+    "$PY" -m lpnsr_arch.export_demo --out "$OUT" --run "${finished[@]}" 2>&1 | tee -a "$OUT/plan.txt" \
+        || failures=$((failures + 1))
+fi
+logs=()
 for run in "${runs[@]}"; do
-    for _ in 1 2; do
-        if "$PY" -m lpnsr_arch.export_demo --out "$OUT" --run "$run" >>"$OUT/plan.txt" 2>&1; then
-            echo "exported $run" | tee -a "$OUT/plan.txt"
-            break
-        fi
-        last=$(ls "experiments/$run/models" 2>/dev/null | sed -n 's/^net_g_\([0-9]*\)\.pth$/\1/p' | sort -n | tail -1)
-        echo "export of $run failed; dropping net_g_${last:-(none)}.pth" | tee -a "$OUT/plan.txt"
-        [ -n "$last" ] && rm -f "experiments/$run/models/net_g_$last.pth"
-    done
-    [ -f "$OUT/$run.safetensors" ] || failures=$((failures + 1))
+    logs+=(experiments/"$run"/train_*.log experiments/"$run"/*.yml)
 done
-tar -czf "$OUT/logs.tar.gz" experiments/probe_gpu_up_*/train_*.log experiments/probe_gpu_up_*/*.yml \
-    -C "$CONSOLE" . 2>/dev/null
-echo "done at $(elapsed) s, $failures run(s) without weights" | tee -a "$OUT/plan.txt"
+tar -czf "$OUT/logs.tar.gz" "${logs[@]}" -C "$CONSOLE" . 2>/dev/null
+echo "done at $(elapsed) s, $failures failure(s)" | tee -a "$OUT/plan.txt"
 [ "$failures" -eq 0 ]

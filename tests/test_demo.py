@@ -63,6 +63,33 @@ def test_export_of_one_run_stopped_early(tmp_path):
                              'no_such_run']) == 2
 
 
+def test_export_falls_back_once_from_a_periodic_save_cut_short(tmp_path, caplog):
+    """A run killed at its time limit while writing ``net_g_<iter>.pth``: the save before it is exported; several
+    runs are exported each alone, and one that cannot be read does not stop the others."""
+    experiments = tmp_path / 'experiments'
+    for run in ('cut_short', 'complete'):
+        (experiments / run / 'models').mkdir(parents=True)
+        for iteration in (500, 1000):
+            torch.save({'params_ema': {'w': torch.full((1, ), float(iteration))}},
+                       experiments / run / 'models' / f'net_g_{iteration}.pth')
+    (experiments / 'cut_short' / 'models' / 'net_g_1500.pth').write_bytes(b'\x80\x02truncated')
+    (experiments / 'finished_broken' / 'models').mkdir(parents=True)  # a run that ended: no fallback
+    torch.save({'params_ema': {'w': torch.zeros(1)}}, experiments / 'finished_broken' / 'models' / 'net_g_500.pth')
+    (experiments / 'finished_broken' / 'models' / 'net_g_latest.pth').write_bytes(b'broken')
+    out = tmp_path / 'out'
+    code = export_demo.main(['--experiments', str(experiments), '--out', str(out), '--run', 'cut_short',
+                             'finished_broken', 'complete'])
+    assert code == 2
+    assert sorted(p.name for p in out.iterdir()) == ['complete.safetensors', 'cut_short.safetensors']
+    assert read_state_dict(out / 'cut_short.safetensors')['w'].item() == 1000.0
+    assert read_state_dict(out / 'complete.safetensors')['w'].item() == 1000.0
+    assert 'exporting net_g_1000.pth instead' in caplog.text and 'finished_broken not exported' in caplog.text
+    (experiments / 'only' / 'models').mkdir(parents=True)
+    (experiments / 'only' / 'models' / 'net_g_100.pth').write_bytes(b'broken')  # nothing to fall back to
+    assert export_demo.main(['--experiments', str(experiments), '--out', str(out), '--run', 'only']) == 2
+    assert not (out / 'only.safetensors').exists()
+
+
 def test_export_writes_nothing_when_a_stage_is_missing(tmp_path):
     runs = list(export_demo.DEMO_STAGES.values())
     models = tmp_path / 'experiments' / runs[0] / 'models'
@@ -138,5 +165,23 @@ def test_the_demo_recipes_train_the_networks_the_shipped_options_load():
         assert gpu_probe['network_g'] == inference['network_upsampler'], stem
         assert gpu_probe['path']['pretrain_network_g'] == inference['path']['pretrain_network_upsampler'], stem
     l1_probe, gan_probe = recipes['probe_gpu_upsampler_l1'], recipes['probe_gpu_upsampler_gan']
-    assert {key for key in gan_probe['train'] if gan_probe['train'][key] != l1_probe['train'].get(key)} == {
-        'optim_d', 'gan_opt', 'net_d_iters', 'net_d_init_iters'}  # the GAN probe adds its GAN terms, nothing else
+    # the L1 probe is the shipped pre-upsampler's last recipe with the GPU run's settings; the GAN probe adds GAN terms
+    assert differing_options(recipes['01b_upsampler_rrdbnet_finetune'], l1_probe) == {
+        'name', 'path.pretrain_network_g', 'datasets.train.num_worker_per_gpu', 'datasets.train.batch_size_per_gpu',
+        'train.ema_decay', 'train.optim_g.lr', 'train.scheduler.milestones', 'train.total_iter', 'val.val_freq',
+        'logger.print_freq', 'logger.save_checkpoint_freq'}
+    assert differing_options(l1_probe, gan_probe) == {
+        'name', 'model_type', 'network_d', 'path.pretrain_network_d', 'train.optim_d', 'train.gan_opt',
+        'train.net_d_iters', 'train.net_d_init_iters'}
+
+
+def differing_options(first: dict, second: dict, prefix: str = '') -> set:
+    """The dotted option paths whose values differ between two recipes (present in one only included)."""
+    differing = set()
+    for key in first.keys() | second.keys():
+        path = f'{prefix}{key}'
+        if isinstance(first.get(key), dict) and isinstance(second.get(key), dict):
+            differing |= differing_options(first[key], second[key], f'{path}.')
+        elif key not in first or key not in second or first[key] != second[key]:
+            differing.add(path)
+    return differing
