@@ -48,13 +48,7 @@ OVERRIDES=("datasets:train:num_worker_per_gpu=$WORKERS" "${STARTS[@]}" $EXTRA)
 
 # shellcheck source=scripts/device_env.sh
 . scripts/device_env.sh
-if [ ! -e ../shared/data ] && [ -d .data/train_hr ]; then
-    mkdir -p ../shared && ln -s "$PWD/.data" ../shared/data
-fi
-{ nvidia-smi --query-gpu=name,memory.total --format=csv 2>&1; nproc
-  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'; } | tee "$OUT/plan.txt"
-
-elapsed() { echo $(($(date +%s) - START)); }
+device_record | tee "$OUT/plan.txt"
 
 # seconds_per_iter RUN_NAME: (mean_to * CALIB_TO - mean_from * CALIB_FROM) / (CALIB_TO - CALIB_FROM) from its log
 seconds_per_iter() {

@@ -41,12 +41,7 @@ probe_gpu_up_gan005 $GAN train:gan_opt:loss_weight=0.05"}
 
 # shellcheck source=scripts/device_env.sh
 . scripts/device_env.sh
-if [ ! -e ../shared/data ] && [ -d .data/train_hr ]; then
-    mkdir -p ../shared && ln -s "$PWD/.data" ../shared/data
-fi
-elapsed() { echo $(($(date +%s) - START)); }
-{ nvidia-smi --query-gpu=name,memory.total --format=csv 2>&1; nproc
-  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'; } | tee "$OUT/plan.txt"
+device_record | tee "$OUT/plan.txt"
 
 limit=$((BUDGET - $(elapsed) - EXPORT_SECONDS))
 if [ "$limit" -lt 60 ]; then
