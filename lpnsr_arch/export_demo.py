@@ -70,7 +70,7 @@ def read_last_ema_weights(models: Path) -> Tuple[Path, StateDict]:
 
 
 def export_runs(runs: Dict[str, str], *, experiments: Path, out: Path) -> List[Path]:
-    """Write ``params_ema`` of each run's last checkpoint (:func:`last_checkpoint`) to ``out/<file name>``, flat
+    """Write ``params_ema`` of each run's last checkpoint (:func:`read_last_ema_weights`) to ``out/<file name>``, flat
     safetensors, for ``runs`` = {file name: run}; returns the paths.
 
     Every run is read before any file is written: the demonstration stages belong together (each was trained on the
