@@ -3,9 +3,9 @@
 1. writes the HR photos (``skimage.data``: astronaut, coffee, chelsea, rocket) to ``<out>/hr``;
 2. degrades them with the training degradation (Real-ESRGAN second order, fixed seed) into ``<out>/pairs/{gt,lq}``;
 3. super-resolves the LR images with LPNSR (``<out>/sr``);
-4. writes a metrics table (PSNR/SSIM on Y with crop 4, NIQE; bicubic, the RRDBNet pre-upsampler, LPNSR) to
-   ``<out>/quality.{csv,json}`` and comparison sheets (LR, bicubic, RRDBNet, LPNSR with the seed and the next one,
-   GT) to ``<out>/sheets``.
+4. writes a metrics table (PSNR/SSIM on Y with crop 4, NIQE; bicubic, the RRDBNet pre-upsampler, and LPNSR: the
+   saved outputs of step 3, scored as written) to ``<out>/quality.{csv,json}`` and comparison sheets (LR, bicubic,
+   RRDBNet, LPNSR with the seed and the next one, GT) to ``<out>/sheets``.
 
 The outputs of an earlier demo run in ``<out>`` are replaced; another non-empty ``<out>`` is refused.
 
@@ -124,10 +124,10 @@ def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> Non
     lpnsr_options, rrdbnet_options = project_file(LPNSR_OPTIONS), project_file(RRDBNET_OPTIONS)
     code = inference_main(['-i', str(lq_dir), '-o', str(out / 'sr'), '--opt', lpnsr_options,
                            '--seed', str(seed), '--device', device, '--suffix', 'lpnsr', '--precision', 'fp32'])
-    if code != 0:  # the saved outputs, the table and the sheets all run in fp32, so that they agree
+    if code != 0:  # the saved outputs and the sheets both run in fp32, so that they agree
         raise RuntimeError(f'the LPNSR inference step failed (exit status {code}); see the errors above')
     quality.main(['--method', 'bicubic', '--method', f'rrdbnet=basicsr:{rrdbnet_options}', '--method',
-                  f'lpnsr=lpnsr:{lpnsr_options}', '--dataset', f'skimage_demo={gt_dir},{lq_dir}',
+                  f'lpnsr=folder:{out / "sr"}', '--dataset', f'skimage_demo={gt_dir},{lq_dir}',
                   '--seed', str(seed), '--device', device, '--out', str(out)])
     sheet_args = ['--method', f'rrdbnet=basicsr:{rrdbnet_options}', '--method',
                   f'lpnsr=lpnsr:{lpnsr_options}', '--device', device, '--out', str(out / 'sheets'),

@@ -39,6 +39,25 @@ def options_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope='module')
+def trained_options_file(tmp_path_factory) -> Path:
+    """The tiny preset with its denoiser and noise predictor loaded from files (random weights saved once), so that
+    every run that builds it has the same networks."""
+    from basicsr.archs import build_network
+
+    from lpnsr_arch.weights import save_state_dict
+    folder = tmp_path_factory.mktemp('trained')
+    options = tiny_options()
+    options['path'] = {}
+    for index, key in enumerate(('unet', 'noise')):
+        torch.manual_seed(index)
+        save_state_dict(folder / f'{key}.safetensors', build_network(dict(options[f'network_{key}'])).state_dict())
+        options['path'][f'pretrain_network_{key}'] = str(folder / f'{key}.safetensors')
+    path = folder / 'tiny_trained.yml'
+    path.write_text(yaml.safe_dump(options))
+    return path
+
+
 def test_pairs_and_method_specs(dataset):
     pairs = load_pairs(dataset / 'gt', dataset / 'lq')
     assert [(p.name, p.gt.name) for p in pairs] == [('a_smallx4', 'a_small.png'), ('b_bigx4', 'b_big.png')]
@@ -46,6 +65,11 @@ def test_pairs_and_method_specs(dataset):
     assert parse_method('basicsr:opt/rrdb.yml').name == 'basicsr-rrdb'
     with pytest.raises(ValueError, match='needs an options file'):
         parse_method('lpnsr')
+    with pytest.raises(ValueError, match='kind must be bicubic or basicsr or lpnsr'):
+        parse_method('folder:results/x')  # only where the benchmark takes saved outputs
+    assert parse_method('folder:results/official/{dataset}', kinds=('bicubic', 'folder')).name == 'folder-official'
+    with pytest.raises(ValueError, match='folder needs the folder of saved outputs'):
+        parse_method('folder', kinds=('folder', ))
 
 
 def test_shared_cli_arguments():
@@ -84,6 +108,69 @@ def test_quality_table(dataset, options_file, tmp_path):
     assert [(row['method'], row['image']) for row in per_image] == [('bicubic', 'a_smallx4'),
                                                                      ('lpnsr-tiny', 'a_smallx4')]
     assert per_image[0]['psnr_y'] == pytest.approx(bicubic['psnr_y'])
+
+
+def test_quality_scores_saved_outputs_as_the_run_that_wrote_them(dataset, trained_options_file, tmp_path):
+    """A folder method (``{dataset}`` in its path) scores the files ``lpnsr_arch/inference.py`` wrote exactly as the
+    same LPNSR run computed inside the benchmark: same seed, same numbers, image by image."""
+    from lpnsr_arch.inference import main as inference_main
+    saved = tmp_path / 'outputs' / 'toy'
+    assert inference_main(['-i', str(dataset / 'lq'), '-o', str(saved), '--opt', str(trained_options_file),
+                           '--seed', '7', '--device', 'cpu', '--suffix', 'lpnsr', '--precision', 'fp32']) == 0
+    assert sorted(p.name for p in saved.iterdir()) == ['a_smallx4_lpnsr.png', 'b_bigx4_lpnsr.png']
+    quality.main(['--method', f'lpnsr:{trained_options_file}',
+                  '--method', f'folder:{tmp_path / "outputs"}/{{dataset}}',
+                  '--dataset', f'toy={dataset / "gt"},{dataset / "lq"}', '--seed', '7', '--device', 'cpu',
+                  '--out', str(tmp_path / 'report')])
+    rows = json.loads((tmp_path / 'report' / 'quality_per_image.json').read_text())['rows']
+    by_method = {}
+    for row in rows:
+        by_method.setdefault(row['method'], []).append((row['image'], row['psnr_y'], row['ssim_y'], row['niqe']))
+    assert set(by_method) == {'lpnsr-tiny_trained', 'folder-outputs'}
+    assert by_method['folder-outputs'] == by_method['lpnsr-tiny_trained'] and len(by_method['folder-outputs']) == 2
+
+
+def test_saved_outputs_that_are_missing_ambiguous_or_the_wrong_size_are_refused_before_any_method_runs(
+        dataset, tmp_path, caplog):
+    import shutil
+
+    from lpnsr_arch.bench.common import match_saved_outputs
+    pairs = load_pairs(dataset / 'gt', dataset / 'lq')
+    outputs = tmp_path / 'outputs'
+    outputs.mkdir()
+    for pair, size in zip(pairs, (64, 256)):
+        cv2.imwrite(str(outputs / f'{pair.name}_sr.png'), np.zeros((size, size, 3), np.uint8))
+    assert {name: path.name for name, path in match_saved_outputs(outputs, pairs).items()} == {
+        'a_smallx4': 'a_smallx4_sr.png', 'b_bigx4': 'b_bigx4_sr.png'}
+    shutil.copy(outputs / 'b_bigx4_sr.png', outputs / 'b_big.png')  # the GT's name, exactly: preferred
+    assert match_saved_outputs(outputs, pairs)['b_bigx4'].name == 'b_big.png'
+    shutil.copy(outputs / 'a_smallx4_sr.png', outputs / 'a_small_other.png')
+    with pytest.raises(ValueError, match=r'more than one saved output for a_smallx4 \(a_small_other.png, '
+                                         r'a_smallx4_sr.png\)'):
+        match_saved_outputs(outputs, pairs)
+    (outputs / 'a_small_other.png').unlink()
+    (outputs / 'a_smallx4_sr.png').unlink()
+    with pytest.raises(FileNotFoundError, match='no saved output for 1 image.*a_smallx4'):
+        match_saved_outputs(outputs, pairs)
+
+    cv2.imwrite(str(outputs / 'a_smallx4_sr.png'), np.zeros((60, 64, 3), np.uint8))  # not x4 its 16 px LQ
+    report = tmp_path / 'report'
+    with pytest.raises(SystemExit) as info:
+        quality.main(['--method', 'bicubic', '--method', f'folder:{outputs}', '--dataset',
+                      f'toy={dataset / "gt"},{dataset / "lq"}', '--device', 'cpu', '--out', str(report)])
+    assert info.value.code == 2 and 'a_smallx4_sr.png: (60, 64) is not x4 its LQ image' in caplog.text
+    assert not report.exists()  # refused before the bicubic method ran: nothing was written
+
+    cv2.imwrite(str(outputs / 'a_smallx4_sr.png'), np.full((64, 64, 3), 200, np.uint8))  # x4 now
+    table = compare_sheet.main(['--lq', str(pairs[0].lq), '--method', f'saved=folder:{outputs}', '--device', 'cpu',
+                                '--out', str(tmp_path / 'sheets')])  # the sheet takes a folder column too
+    assert table.rows[0]['columns'] == 'LR | bicubic | saved'
+    sheet = cv2.imread(table.rows[0]['sheet'])
+    assert (sheet == 200).all(axis=2).sum() >= 32 * 32  # the saved image's centre crop (8 LR px, 32 px here)
+    with pytest.raises(SystemExit):  # a sheet has no datasets to fill {dataset} in with
+        compare_sheet.main(['--lq', str(pairs[0].lq), '--method', f'folder:{outputs}/{{dataset}}', '--device', 'cpu',
+                            '--out', str(tmp_path / 'sheets2')])
+    assert '{dataset} in the folder needs named datasets' in caplog.text and not (tmp_path / 'sheets2').exists()
 
 
 def test_quality_summary_mean_and_median():

@@ -6,7 +6,9 @@ A method is given on the command line as ``[NAME=]KIND[:OPTIONS]``:
 * ``basicsr:OPTIONS.yml``: a BasicSR-trained network (RRDBNet, SwinIR, ...): the options' ``network_g`` block and
   ``path.pretrain_network_g`` (``params_ema`` first, then ``params``), input/output in [0, 1];
 * ``lpnsr:OPTIONS.yml`` or ``lpnsr:@PRESET`` (official/small/tiny): an :class:`~lpnsr_arch.pipeline.LPNSRPipeline`;
-  the seed, noise kind and tiling come from the benchmark's arguments.
+  the seed, noise kind and tiling come from the benchmark's arguments;
+* ``folder:DIR`` (``bench.quality``, ``bench.compare_sheet``): outputs saved earlier, by ``lpnsr_arch/inference.py`` or another tool,
+  read instead of computed (:func:`match_saved_outputs`); ``{dataset}`` in ``DIR`` stands for each dataset's name.
 
 A user mistake (a missing or empty folder, an unreadable image, GT/LQ files that do not pair up, a missing or
 malformed options file, a bad ``--device`` or ``--out``) is found while the CLI sets up, before any method runs, and
@@ -43,7 +45,8 @@ __all__ = [
     'psnr_ssim_y', 'niqe_y', 'check_gt_size', 'read_gt', 'NIQE_MIN_SIZE', 'report', 'lpips_note', 'resolve_device',
     'add_run_arguments', 'parse_run_arguments', 'run_output_folder', 'positive_int', 'non_negative_int',
     'check_pairs', 'load_dataset', 'load_datasets', 'check_method_options', 'parse_methods', 'open_method',
-    'open_lpnsr', 'BUILD_ERRORS', 'finite_mean', 'finite_std'
+    'open_lpnsr', 'BUILD_ERRORS', 'finite_mean', 'finite_std', 'NETWORK_KINDS', 'match_saved_outputs',
+    'open_saved_outputs'
 ]
 
 logger = logging.getLogger('lpnsr_arch.bench')
@@ -71,13 +74,28 @@ Upscale = Callable[[Tensor, int], Tensor]
 """``upscale(lr01, seed) -> sr01``: (1, 3, H, W) -> (1, 3, sH, sW), both float in [0, 1]."""
 
 
+NETWORK_KINDS = ('bicubic', 'basicsr', 'lpnsr')
+"""The method kinds that compute their outputs; ``folder`` (saved outputs) is the one other kind."""
+
+
 @dataclass
 class Method:
-    """A named upscaler; ``stochastic`` methods depend on the seed."""
+    """A named upscaler; ``stochastic`` methods depend on the seed. A ``folder`` method has no ``upscale``: its
+    ``saved_outputs`` map each dataset name to ``{image name: file}`` (:func:`open_saved_outputs`)."""
     name: str
-    upscale: Upscale
+    upscale: Optional[Upscale]
     stochastic: bool = False
     module: Optional[nn.Module] = None
+    saved_outputs: Optional[Dict[str, Dict[str, Path]]] = None
+
+    def output(self, pair: Optional[ImagePair], lr01: Tensor, *, seed: int, dataset: str) -> Tensor:
+        """The (1, 3, sH, sW) output in [0, 1] for ``pair`` of ``dataset``: computed from ``lr01`` (1, 3, H, W) in
+        [0, 1], or read from the saved file."""
+        if self.saved_outputs is not None:
+            if pair is None:
+                raise ValueError(f'method {self.name} reads saved outputs: it needs the image they belong to')
+            return read_image(self.saved_outputs[dataset][pair.name])[0]
+        return self.upscale(lr01, seed)
 
 
 @dataclass(frozen=True)
@@ -136,15 +154,22 @@ def run_output_folder(args: argparse.Namespace) -> Iterator[None]:
         raise
 
 
-def parse_method(text: str) -> MethodSpec:
-    """Parse ``[NAME=]KIND[:OPTIONS]`` (see the module docstring)."""
+def parse_method(text: str, kinds: Sequence[str] = NETWORK_KINDS) -> MethodSpec:
+    """Parse ``[NAME=]KIND[:OPTIONS]`` (see the module docstring); ``kinds``: the kinds this benchmark takes."""
     name, _, rest = text.rpartition('=') if '=' in text else ('', '', text)
     kind, _, options = rest.partition(':')
-    if kind not in ('bicubic', 'basicsr', 'lpnsr'):
-        raise ValueError(f'method {text!r}: kind must be bicubic, basicsr or lpnsr, got {kind!r}')
+    if kind not in kinds:
+        raise ValueError(f'method {text!r}: kind must be {" or ".join(kinds)}, got {kind!r}')
+    if kind == 'folder' and not options:
+        raise ValueError(f'method {text!r}: folder needs the folder of saved outputs (folder:path/to/outputs)')
     if kind != 'bicubic' and not options:
         raise ValueError(f'method {text!r}: {kind} needs an options file ({kind}:path/to/options.yml)')
-    default_name = kind if kind == 'bicubic' else f'{kind}-{Path(options).stem.lstrip("@")}'
+    if kind == 'bicubic':
+        default_name = kind
+    elif kind == 'folder':  # folder-<the last folder name that is not the {dataset} placeholder>
+        default_name = f'folder-{Path(options.replace("{dataset}", "")).name}'
+    else:
+        default_name = f'{kind}-{Path(options).stem.lstrip("@")}'
     return MethodSpec(name=name or default_name, kind=kind, options=options or None, text=text)
 
 
@@ -152,7 +177,7 @@ def check_method_options(spec: MethodSpec) -> None:
     """Check, without building anything, that the options of ``spec`` can be read and have the blocks its kind
     needs: ``FileNotFoundError`` / ``ValueError`` (missing file, malformed YAML) or ``KeyError`` (unknown preset, a
     missing block), each naming the file or key."""
-    if spec.kind == 'bicubic':
+    if spec.kind in ('bicubic', 'folder'):  # a folder is checked against the datasets (open_saved_outputs)
         return
     if spec.kind == 'lpnsr' and spec.options.startswith('@'):
         from lpnsr_arch.bench.presets import preset_options
@@ -164,17 +189,18 @@ def check_method_options(spec: MethodSpec) -> None:
         raise KeyError(f'{spec.options} has no {" / ".join(missing)} block (needed by a {spec.kind} method)')
 
 
-def parse_methods(texts: Sequence[str], option: str = '--method', kind: Optional[str] = None) -> List[MethodSpec]:
+def parse_methods(texts: Sequence[str], option: str = '--method', kind: Optional[str] = None,
+                  kinds: Sequence[str] = NETWORK_KINDS) -> List[MethodSpec]:
     """Parse and check (:func:`check_method_options`) every method argument before any runs; a mistake is one ERROR
     line naming ``option`` and the argument, and ``SystemExit(2)``. With ``kind``, every text is an options path or
-    ``@PRESET`` of that kind (``bench.consistency``'s ``--pipeline``)."""
+    ``@PRESET`` of that kind (``bench.consistency``'s ``--pipeline``); otherwise ``kinds`` are the kinds taken."""
     specs = []
     for text in texts:
         if kind:
             spec = MethodSpec(f'{kind}-{Path(text).stem.lstrip("@")}', kind, text, text)
         else:
             with user_errors(logger, f'{option}: '):  # parse_method's message quotes the argument
-                spec = parse_method(text)
+                spec = parse_method(text, kinds)
         with user_errors(logger, f'{option} {text}: '):
             check_method_options(spec)
         specs.append(spec)
@@ -353,6 +379,55 @@ def parse_dataset(text: str) -> Tuple[str, Optional[Path], Path]:
     if not sep or not comma or not lq:
         raise ValueError(f'dataset {text!r}: expected NAME=GT_DIR,LQ_DIR (GT_DIR may be empty)')
     return name, (Path(gt) if gt else None), Path(lq)
+
+
+def match_saved_outputs(folder: Path, pairs: Sequence[ImagePair]) -> Dict[str, Path]:
+    """``{pair.name: file}``: each LQ image's saved output in ``folder``, named as the LQ image (its stem, or the stem
+    less an LQ suffix such as ``x4``), exactly or followed by ``_SUFFIX`` (``lpnsr_arch/inference.py`` writes
+    ``<name>_<suffix>.<ext>``). ``FileNotFoundError`` / ``ValueError`` name the folder and every image with no output
+    or with more than one candidate."""
+    files = _image_files(folder)
+    matched: Dict[str, Path] = {}
+    missing: List[str] = []
+    ambiguous: List[str] = []
+    for pair in pairs:
+        names = {pair.name, _LQ_SUFFIX.sub('', pair.name)}
+        candidates = [p for p in files if p.stem in names] or \
+            [p for p in files if any(p.stem.startswith(f'{name}_') for name in names)]
+        if len(candidates) == 1:
+            matched[pair.name] = candidates[0]
+        elif candidates:
+            ambiguous.append(f'{pair.name} ({name_list([p.name for p in candidates])})')
+        else:
+            missing.append(pair.name)
+    if missing:
+        raise FileNotFoundError(f'{folder}: no saved output for {len(missing)} image(s): {name_list(missing)} '
+                                '(expected <name>.<ext> or <name>_<suffix>.<ext>)')
+    if ambiguous:
+        raise ValueError(f'{folder}: more than one saved output for {"; ".join(ambiguous)}')
+    return matched
+
+
+def open_saved_outputs(spec: MethodSpec, datasets: Sequence[Tuple[str, Sequence[ImagePair]]],
+                       scale: int = 4) -> Method:
+    """A ``folder`` method: its outputs for every dataset (``{dataset}`` in the folder replaced by the dataset's
+    name) matched (:func:`match_saved_outputs`), each read and checked to be ``scale`` x its LQ image; a mistake
+    is one ERROR line naming the ``--method``, the folder or file, and ``SystemExit(2)``."""
+    saved: Dict[str, Dict[str, Path]] = {}
+    with user_errors(logger, f'--method {spec.text}: '):
+        if '{dataset}' in spec.options and not all(dataset for dataset, _ in datasets):
+            raise ValueError('{dataset} in the folder needs named datasets (bench.quality\'s --dataset NAME=...)')
+        for dataset, pairs in datasets:
+            outputs = match_saved_outputs(Path(spec.options.replace('{dataset}', dataset)), pairs)
+            for pair in pairs:
+                lr01, _ = read_image(pair.lq)
+                out01, _ = read_image(outputs[pair.name])
+                expected = (lr01.shape[-2] * scale, lr01.shape[-1] * scale)
+                if tuple(out01.shape[-2:]) != expected:
+                    raise ValueError(f'{outputs[pair.name]}: {tuple(out01.shape[-2:])} is not x{scale} its LQ image '
+                                     f'{pair.lq} ({expected} expected)')
+            saved[dataset] = outputs
+    return Method(spec.name, None, saved_outputs=saved)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ Example::
     python -m lpnsr_arch.bench.compare_sheet --lq /data/set5/lr_bicubic_x4/babyx4.png --gt /data/set5/hr/baby.png \
         --method lpnsr:options/inference_lpnsr_official.yml --crop 40,30,32 --out results/sheets
 
-The images, crops and method options are checked before any method runs: a user mistake ends the run with one
-``ERROR`` line naming the argument and the file, and exit status 2.
+A ``folder:DIR`` method (saved outputs, as in ``bench.quality``) adds one column read from ``DIR``.
+
+The images, crops, method options and saved outputs are checked before any method runs: a user mistake ends the run
+with one ``ERROR`` line naming the argument and the file, and exit status 2.
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lpnsr_arch.bench.common import (Method, Table, add_run_arguments, check_gt_size, open_method, parse_methods,
-                                     parse_run_arguments, report, run_output_folder)
+from lpnsr_arch.bench.common import (NETWORK_KINDS, ImagePair, Method, Table, add_run_arguments, check_gt_size,
+                                     open_method, open_saved_outputs, parse_methods, parse_run_arguments, report,
+                                     run_output_folder)
 from lpnsr_arch.cli_errors import ArgumentParser, user_errors
 from lpnsr_arch.imageio import read_image, write_image
 
@@ -81,13 +84,15 @@ def _labelled(tile01: Tensor, label: str) -> np.ndarray:
 
 
 def build_sheet(lr01: Tensor, gt01: Optional[Tensor], methods: Sequence[Method], crops: Sequence[Crop], *,
-                seeds: Tuple[int, int], scale: int = 4) -> Tuple[np.ndarray, List[str]]:
-    """The sheet (H, W, 3) uint8 RGB and its column labels. Each method runs once per seed on the whole image."""
+                seeds: Tuple[int, int], scale: int = 4,
+                image: Optional[ImagePair] = None) -> Tuple[np.ndarray, List[str]]:
+    """The sheet (H, W, 3) uint8 RGB and its column labels. Each method runs once per seed on the whole image
+    (``image``: the LR file, by which a ``folder`` method finds its saved output)."""
     columns: List[Tuple[str, Tensor]] = [('LR', F.interpolate(lr01, scale_factor=scale, mode='nearest'))]
     for method in methods:
         for seed in (seeds if method.stochastic else seeds[:1]):
             label = f'{method.name} s{seed}' if method.stochastic else method.name
-            columns.append((label, method.upscale(lr01, seed).cpu()))
+            columns.append((label, method.output(image, lr01, seed=seed, dataset='').cpu()))
     if gt01 is not None:
         columns.append(('GT', gt01[:, :, :lr01.shape[-2] * scale, :lr01.shape[-1] * scale]))
     rows = []
@@ -150,12 +155,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
     args, device = parse_run_arguments(build_parser(), argv)
     with user_errors(logger):
         inputs = load_inputs(args.lq, args.gt, args.crop)
-    specs = parse_methods(['bicubic'] + [text for text in args.method if text != 'bicubic'])
-    methods = [open_method(spec, device=device, tile=args.tile) for spec in specs]
+    specs = parse_methods(['bicubic'] + [text for text in args.method if text != 'bicubic'],
+                          kinds=NETWORK_KINDS + ('folder', ))
+    images = [ImagePair(lq_path.stem, lq_path) for lq_path, *_ in inputs]
+    methods = [open_saved_outputs(spec, [('', images)]) if spec.kind == 'folder' else
+               open_method(spec, device=device, tile=args.tile) for spec in specs]
     with run_output_folder(args):  # made now; removed again if the run is refused before writing
         table = Table(title='comparison sheets')
-        for lq_path, lr01, gt01, crops in inputs:
-            sheet, labels = build_sheet(lr01, gt01, methods, crops, seeds=tuple(args.seeds))
+        for image, (lq_path, lr01, gt01, crops) in zip(images, inputs):
+            sheet, labels = build_sheet(lr01, gt01, methods, crops, seeds=tuple(args.seeds), image=image)
             out_path = args.out / f'{lq_path.stem}_sheet.png'
             write_image(out_path, torch.from_numpy(sheet).permute(2, 0, 1)[None].float() / 255.0)
             table.rows.append({'image': lq_path.name, 'sheet': str(out_path), 'columns': ' | '.join(labels),
