@@ -7,8 +7,9 @@ A method is given on the command line as ``[NAME=]KIND[:OPTIONS]``:
   ``path.pretrain_network_g`` (``params_ema`` first, then ``params``), input/output in [0, 1];
 * ``lpnsr:OPTIONS.yml`` or ``lpnsr:@PRESET`` (official/small/tiny): an :class:`~lpnsr_arch.pipeline.LPNSRPipeline`;
   the seed, noise kind and tiling come from the benchmark's arguments;
-* ``folder:DIR`` (``bench.quality``, ``bench.compare_sheet``): outputs saved earlier, by ``lpnsr_arch/inference.py`` or another tool,
-  read instead of computed (:func:`match_saved_outputs`); ``{dataset}`` in ``DIR`` stands for each dataset's name.
+* ``folder:DIR`` (``bench.quality``, ``bench.compare_sheet``): outputs saved earlier, by ``lpnsr_arch/inference.py``
+  or another tool, read instead of computed (:func:`match_saved_outputs`); ``{dataset}`` in ``DIR`` stands for each
+  dataset's name.
 
 A user mistake (a missing or empty folder, an unreadable image, GT/LQ files that do not pair up, a missing or
 malformed options file, a bad ``--device`` or ``--out``) is found while the CLI sets up, before any method runs, and
