@@ -1,5 +1,6 @@
 """The benchmarks end to end on tiny random-weight models and tiny generated images."""
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -67,7 +68,12 @@ def test_pairs_and_method_specs(dataset):
         parse_method('lpnsr')
     with pytest.raises(ValueError, match='kind must be bicubic or basicsr or lpnsr'):
         parse_method('folder:results/x')  # only where the benchmark takes saved outputs
-    assert parse_method('folder:results/official/{dataset}', kinds=('bicubic', 'folder')).name == 'folder-official'
+    folders = ('bicubic', 'folder')
+    assert parse_method('folder:results/official/{dataset}', kinds=folders).name == 'folder-official'
+    assert parse_method('folder:{dataset}', kinds=folders).name == 'folder-{dataset}'
+    spec = parse_method('mine=folder:runs/seed=7/{dataset}', kinds=folders)  # an '=' in the path is the path's
+    assert (spec.name, spec.kind, spec.options) == ('mine', 'folder', 'runs/seed=7/{dataset}')
+    assert parse_method('lpnsr:runs/lr=1e-4/options.yml').name == 'lpnsr-options'
     with pytest.raises(ValueError, match='folder needs the folder of saved outputs'):
         parse_method('folder', kinds=('folder', ))
 
@@ -112,7 +118,8 @@ def test_quality_table(dataset, options_file, tmp_path):
 
 def test_quality_scores_saved_outputs_as_the_run_that_wrote_them(dataset, trained_options_file, tmp_path):
     """A folder method (``{dataset}`` in its path) scores the files ``lpnsr_arch/inference.py`` wrote exactly as the
-    same LPNSR run computed inside the benchmark: same seed, same numbers, image by image."""
+    same LPNSR run computed inside the benchmark: same seed, same numbers, image by image (RGB images; the saved
+    output of a grey input is grey, the mean of the channels the benchmark would score)."""
     from lpnsr_arch.inference import main as inference_main
     saved = tmp_path / 'outputs' / 'toy'
     assert inference_main(['-i', str(dataset / 'lq'), '-o', str(saved), '--opt', str(trained_options_file),
@@ -155,13 +162,22 @@ def test_saved_outputs_that_are_missing_ambiguous_or_the_wrong_size_are_refused_
 
     cv2.imwrite(str(outputs / 'a_smallx4_sr.png'), np.zeros((60, 64, 3), np.uint8))  # not x4 its 16 px LQ
     report = tmp_path / 'report'
+    caplog.set_level(logging.INFO, logger='lpnsr_arch.bench')
     with pytest.raises(SystemExit) as info:
         quality.main(['--method', 'bicubic', '--method', f'folder:{outputs}', '--dataset',
                       f'toy={dataset / "gt"},{dataset / "lq"}', '--device', 'cpu', '--out', str(report)])
     assert info.value.code == 2 and 'a_smallx4_sr.png: (60, 64) is not x4 its LQ image' in caplog.text
-    assert not report.exists()  # refused before the bicubic method ran: nothing was written
+    assert 'bicubic on toy' not in caplog.text and not report.exists()  # refused before the bicubic method ran
+    with pytest.raises(SystemExit):
+        quality.main(['--method', 'bicubic', '--dataset', f'toy={dataset / "gt"},{dataset / "lq"}',
+                      '--dataset', f'toy={dataset / "gt"},{dataset / "lq"}', '--device', 'cpu'])
+    assert "the name 'toy' is given to two datasets" in caplog.text
 
     cv2.imwrite(str(outputs / 'a_smallx4_sr.png'), np.full((64, 64, 3), 200, np.uint8))  # x4 now
+    with pytest.raises(SystemExit):  # one folder for two datasets whose images share names: the same files twice
+        quality.main(['--method', f'folder:{outputs}', '--dataset', f'toy={dataset / "gt"},{dataset / "lq"}',
+                      '--dataset', f'toy2={dataset / "gt"},{dataset / "lq"}', '--device', 'cpu'])
+    assert 'would be scored for both datasets toy and toy2' in caplog.text
     table = compare_sheet.main(['--lq', str(pairs[0].lq), '--method', f'saved=folder:{outputs}', '--device', 'cpu',
                                 '--out', str(tmp_path / 'sheets')])  # the sheet takes a folder column too
     assert table.rows[0]['columns'] == 'LR | bicubic | saved'
@@ -171,6 +187,25 @@ def test_saved_outputs_that_are_missing_ambiguous_or_the_wrong_size_are_refused_
         compare_sheet.main(['--lq', str(pairs[0].lq), '--method', f'folder:{outputs}/{{dataset}}', '--device', 'cpu',
                             '--out', str(tmp_path / 'sheets2')])
     assert '{dataset} in the folder needs named datasets' in caplog.text and not (tmp_path / 'sheets2').exists()
+
+
+def test_saved_outputs_go_to_the_image_whose_name_they_match_best(tmp_path):
+    from lpnsr_arch.bench.common import ImagePair, match_saved_outputs
+
+    def match(lq_names, files):
+        folder = tmp_path / f'case{len(list(tmp_path.iterdir()))}'
+        folder.mkdir()
+        for name in files:
+            (folder / name).touch()
+        pairs = [ImagePair(name, folder / 'lq' / f'{name}.png') for name in lq_names]
+        return {image: file.name for image, file in match_saved_outputs(folder, pairs).items()}
+
+    assert match(['a', 'a_b'], ['a_out.png', 'a_b_out.png']) == {'a': 'a_out.png', 'a_b': 'a_b_out.png'}
+    with pytest.raises(FileNotFoundError, match=r'no saved output for 1 image\(s\): a '):
+        match(['a', 'a_b'], ['a_b_out.png'])  # a_b's output is not taken for a's
+    assert match(['babyx4'], ['baby.png', 'babyx4_lpnsr.png']) == {'babyx4': 'baby.png'}  # an exact name first
+    with pytest.raises(ValueError, match=r'match more than one image equally well: a.png \(a_lq, ax4\)'):
+        match(['a_lq', 'ax4'], ['a.png'])  # both LQ names less their suffix are 'a'
 
 
 def test_quality_summary_mean_and_median():

@@ -157,8 +157,8 @@ def run_output_folder(args: argparse.Namespace) -> Iterator[None]:
 
 def parse_method(text: str, kinds: Sequence[str] = NETWORK_KINDS) -> MethodSpec:
     """Parse ``[NAME=]KIND[:OPTIONS]`` (see the module docstring); ``kinds``: the kinds this benchmark takes."""
-    name, _, rest = text.rpartition('=') if '=' in text else ('', '', text)
-    kind, _, options = rest.partition(':')
+    head, _, options = text.partition(':')  # an '=' after the kind belongs to the path (e.g. runs/seed=7)
+    name, _, kind = head.rpartition('=')
     if kind not in kinds:
         raise ValueError(f'method {text!r}: kind must be {" or ".join(kinds)}, got {kind!r}')
     if kind == 'folder' and not options:
@@ -167,8 +167,9 @@ def parse_method(text: str, kinds: Sequence[str] = NETWORK_KINDS) -> MethodSpec:
         raise ValueError(f'method {text!r}: {kind} needs an options file ({kind}:path/to/options.yml)')
     if kind == 'bicubic':
         default_name = kind
-    elif kind == 'folder':  # folder-<the last folder name that is not the {dataset} placeholder>
-        default_name = f'folder-{Path(options.replace("{dataset}", "")).name}'
+    elif kind == 'folder':  # folder-<the last part of the path that is not the bare {dataset} placeholder>
+        parts = [part for part in Path(options).parts if part != '{dataset}']
+        default_name = f'folder-{parts[-1] if parts else options}'
     else:
         default_name = f'{kind}-{Path(options).stem.lstrip("@")}'
     return MethodSpec(name=name or default_name, kind=kind, options=options or None, text=text)
@@ -366,9 +367,12 @@ def load_datasets(texts: Sequence[str], limit: Optional[int] = None, scale: int 
                   crop_border: int = 0) -> List[Tuple[str, List[ImagePair]]]:
     """Every ``--dataset`` argument, loaded and checked (:func:`load_dataset`) before any method runs; a mistake is
     one ERROR line naming the argument and the file, and ``SystemExit(2)``."""
-    datasets = []
+    datasets: List[Tuple[str, List[ImagePair]]] = []
     for text in texts:
         with user_errors(logger, f'--dataset {text}: '):
+            name = parse_dataset(text)[0]
+            if name in (known for known, _ in datasets):
+                raise ValueError(f'the name {name!r} is given to two datasets (their rows would mix); rename one')
             datasets.append(load_dataset(text, limit, scale, crop_border))
     return datasets
 
@@ -385,22 +389,39 @@ def parse_dataset(text: str) -> Tuple[str, Optional[Path], Path]:
 def match_saved_outputs(folder: Path, pairs: Sequence[ImagePair]) -> Dict[str, Path]:
     """``{pair.name: file}``: each LQ image's saved output in ``folder``, named as the LQ image (its stem, or the stem
     less an LQ suffix such as ``x4``), exactly or followed by ``_SUFFIX`` (``lpnsr_arch/inference.py`` writes
-    ``<name>_<suffix>.<ext>``). ``FileNotFoundError`` / ``ValueError`` name the folder and every image with no output
-    or with more than one candidate."""
+    ``<name>_<suffix>.<ext>``).
+
+    A file belongs to the image whose name it matches best: exactly before ``_SUFFIX``, and the longer name first (so
+    ``a_b_out.png`` is ``a_b``'s output, not ``a``'s). ``FileNotFoundError`` / ``ValueError`` name the folder and
+    every image with no output or with more than one, and every file that two images match equally well."""
     files = _image_files(folder)
+    names = {pair.name: {pair.name, _LQ_SUFFIX.sub('', pair.name)} for pair in pairs}
+    claims: Dict[str, List[Tuple[bool, Path]]] = {pair.name: [] for pair in pairs}  # image -> (exact, file)
+    shared: List[str] = []
+    for file in files:
+        ranked = [((file.stem == name, len(name)), image) for image, image_names in names.items()
+                  for name in image_names if file.stem == name or file.stem.startswith(f'{name}_')]
+        if not ranked:
+            continue
+        best = max(rank for rank, _ in ranked)
+        owners = sorted({image for rank, image in ranked if rank == best})
+        if len(owners) > 1:
+            shared.append(f'{file.name} ({name_list(owners)})')
+        else:
+            claims[owners[0]].append((best[0], file))
+    if shared:
+        raise ValueError(f'{folder}: files that match more than one image equally well: {"; ".join(shared)}')
     matched: Dict[str, Path] = {}
     missing: List[str] = []
     ambiguous: List[str] = []
-    for pair in pairs:
-        names = {pair.name, _LQ_SUFFIX.sub('', pair.name)}
-        candidates = [p for p in files if p.stem in names] or \
-            [p for p in files if any(p.stem.startswith(f'{name}_') for name in names)]
+    for image, claimed in claims.items():
+        candidates = [file for exact, file in claimed if exact] or [file for _, file in claimed]
         if len(candidates) == 1:
-            matched[pair.name] = candidates[0]
+            matched[image] = candidates[0]
         elif candidates:
-            ambiguous.append(f'{pair.name} ({name_list([p.name for p in candidates])})')
+            ambiguous.append(f'{image} ({name_list([file.name for file in candidates])})')
         else:
-            missing.append(pair.name)
+            missing.append(image)
     if missing:
         raise FileNotFoundError(f'{folder}: no saved output for {len(missing)} image(s): {name_list(missing)} '
                                 '(expected <name>.<ext> or <name>_<suffix>.<ext>)')
@@ -417,10 +438,15 @@ def open_saved_outputs(spec: MethodSpec, datasets: Sequence[Tuple[str, Sequence[
     saved: Dict[str, Dict[str, Path]] = {}
     with user_errors(logger, f'--method {spec.text}: '):
         if '{dataset}' in spec.options and not all(dataset for dataset, _ in datasets):
-            raise ValueError('{dataset} in the folder needs named datasets (bench.quality\'s --dataset NAME=...)')
+            raise ValueError('{dataset} in the folder needs named datasets (a comparison sheet has none)')
+        scored_for: Dict[Path, str] = {}  # file -> the dataset it is scored for
         for dataset, pairs in datasets:
             outputs = match_saved_outputs(Path(spec.options.replace('{dataset}', dataset)), pairs)
             for pair in pairs:
+                other = scored_for.setdefault(outputs[pair.name].resolve(), dataset)
+                if other != dataset:
+                    raise ValueError(f'{outputs[pair.name]} would be scored for both datasets {other} and {dataset} '
+                                     '(their images share a name): give each its folder with {dataset} in DIR')
                 lr01, _ = read_image(pair.lq)
                 out01, _ = read_image(outputs[pair.name])
                 expected = (lr01.shape[-2] * scale, lr01.shape[-1] * scale)

@@ -158,8 +158,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
     specs = parse_methods(['bicubic'] + [text for text in args.method if text != 'bicubic'],
                           kinds=NETWORK_KINDS + ('folder', ))
     images = [ImagePair(lq_path.stem, lq_path) for lq_path, *_ in inputs]
-    methods = [open_saved_outputs(spec, [('', images)]) if spec.kind == 'folder' else
-               open_method(spec, device=device, tile=args.tile) for spec in specs]
+    saved = {spec: open_saved_outputs(spec, [('', images)]) for spec in specs if spec.kind == 'folder'}  # first
+    methods = [saved[spec] if spec.kind == 'folder' else open_method(spec, device=device, tile=args.tile)
+               for spec in specs]
     with run_output_folder(args):  # made now; removed again if the run is refused before writing
         table = Table(title='comparison sheets')
         for image, (lq_path, lr01, gt01, crops) in zip(images, inputs):

@@ -104,8 +104,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Table:
     per_image = Table(title=f'{table.title}, per image')
     with run_output_folder(args):  # made now; removed again if the run is refused before writing
         for spec in specs:
-            method = saved.get(spec) or open_method(spec, device=device, noise=args.noise, tile=args.tile,
-                                                    precision=args.precision)
+            method = saved[spec] if spec.kind == 'folder' else open_method(
+                spec, device=device, noise=args.noise, tile=args.tile, precision=args.precision)
             for name, pairs in datasets:
                 logger.info(f'{method.name} on {name}: {len(pairs)} images')
                 scores = score_images(method, pairs, seed=args.seed, crop_border=args.crop_border, dataset=name)
