@@ -129,9 +129,9 @@ def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> Non
     quality.main(['--method', 'bicubic', '--method', f'rrdbnet=basicsr:{rrdbnet_options}', '--method',
                   f'lpnsr=folder:{out / "sr"}', '--dataset', f'skimage_demo={gt_dir},{lq_dir}',
                   '--seed', str(seed), '--device', device, '--out', str(out)])
-    sheet_args = ['--method', f'rrdbnet=basicsr:{rrdbnet_options}', '--method',
-                  f'lpnsr=lpnsr:{lpnsr_options}', '--device', device, '--out', str(out / 'sheets'),
-                  '--seeds', str(seed), str(seed + 1)]  # the first LPNSR column is the scored output
+    sheet_args = ['--method', f'rrdbnet=basicsr:{rrdbnet_options}', '--method', f'lpnsr s{seed}=folder:{out / "sr"}',
+                  '--method', f'lpnsr=lpnsr:{lpnsr_options}', '--seeds', str(seed + 1), '--device', device,
+                  '--out', str(out / 'sheets')]  # LPNSR with the seed (the saved, scored output) and the next one
     for name in images:
         sheet_args += ['--lq', str(lq_dir / f'{name}.png'), '--gt', str(gt_dir / f'{name}.png')]
     compare_sheet.main(sheet_args)

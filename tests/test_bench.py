@@ -136,6 +136,14 @@ def test_quality_scores_saved_outputs_as_the_run_that_wrote_them(dataset, traine
     assert set(by_method) == {'lpnsr-tiny_trained', 'folder-outputs'}
     assert by_method['folder-outputs'] == by_method['lpnsr-tiny_trained'] and len(by_method['folder-outputs']) == 2
 
+    # the demo's sheet: the saved output as one column, beside the same run computed with that seed and one more
+    table = compare_sheet.main(['--lq', str(dataset / 'lq' / 'b_bigx4.png'), '--method', f'lpnsr s7=folder:{saved}',
+                                '--method', f'lpnsr=lpnsr:{trained_options_file}', '--seeds', '7', '8',
+                                '--crop', '0,0,16', '--device', 'cpu', '--out', str(tmp_path / 'sheets')])
+    assert table.rows[0]['columns'] == 'LR | bicubic | lpnsr s7 | lpnsr s7 | lpnsr s8'
+    tiles = np.split(cv2.imread(table.rows[0]['sheet']), 5, axis=1)  # five 64 px columns
+    assert np.array_equal(tiles[2], tiles[3]) and not np.array_equal(tiles[3], tiles[4])
+
 
 def test_saved_outputs_that_are_missing_ambiguous_or_the_wrong_size_are_refused_before_any_method_runs(
         dataset, tmp_path, caplog):

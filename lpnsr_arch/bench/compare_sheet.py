@@ -1,5 +1,5 @@
-"""Visual comparison sheet: one PNG grid per image, rows = crops, columns = LR, bicubic, baselines, LPNSR with two
-seeds, GT.
+"""Visual comparison sheet: one PNG grid per image, rows = crops, columns = LR, bicubic, baselines, LPNSR with each
+seed (two by default), GT.
 
 Example::
 
@@ -84,10 +84,10 @@ def _labelled(tile01: Tensor, label: str) -> np.ndarray:
 
 
 def build_sheet(lr01: Tensor, gt01: Optional[Tensor], methods: Sequence[Method], crops: Sequence[Crop], *,
-                seeds: Tuple[int, int], scale: int = 4,
+                seeds: Sequence[int], scale: int = 4,
                 image: Optional[ImagePair] = None) -> Tuple[np.ndarray, List[str]]:
-    """The sheet (H, W, 3) uint8 RGB and its column labels. Each method runs once per seed on the whole image
-    (``image``: the LR file, by which a ``folder`` method finds its saved output)."""
+    """The sheet (H, W, 3) uint8 RGB and its column labels. Each stochastic method runs once per seed on the whole
+    image, the others once (``image``: the LR file, by which a ``folder`` method finds its saved output)."""
     columns: List[Tuple[str, Tensor]] = [('LR', F.interpolate(lr01, scale_factor=scale, mode='nearest'))]
     for method in methods:
         for seed in (seeds if method.stochastic else seeds[:1]):
@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--gt', type=Path, action='append', default=None, help='GT image, same order as --lq')
     parser.add_argument('--method', action='append', default=[], help='as in bench.quality (bicubic is always in)')
     parser.add_argument('--crop', action='append', default=None, help='LEFT,TOP,SIZE in LR px (default: centre)')
-    parser.add_argument('--seeds', type=int, nargs=2, default=(0, 1), help='the two LPNSR seeds')
+    parser.add_argument('--seeds', type=int, nargs='+', default=(0, 1),
+                        help='the seeds of the stochastic (LPNSR) methods, a column each (default: 0 1)')
     add_run_arguments(parser, out_help='folder for <name>_sheet.png and sheets.csv/json', out_required=True,
                       precision=False)
     return parser
