@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast conformance bench-speed clean
+.PHONY: venv demo test conformance bench-quality bench-speed clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,15 @@ demo: $(STAMP)
 
 conformance: $(STAMP)
 	$(PY) -m lpnsr_arch.conformance ../shared/conformance/lpnsr_small_a.safetensors
+
+# The README's quality table (bicubic, the RRDBNet pre-upsampler, LPNSR) on the shared validation sets
+DATA ?= ../shared/data
+bench-quality: $(STAMP)
+	$(PY) -m lpnsr_arch.bench.quality --method bicubic \
+	    --method rrdbnet=basicsr:options/demo/test_rrdbnet_upsampler_demo.yml \
+	    --method lpnsr=lpnsr:options/demo/inference_lpnsr_demo.yml \
+	    --dataset val=$(DATA)/val_realesrgan_x4/gt,$(DATA)/val_realesrgan_x4/lq \
+	    --dataset set5=$(DATA)/set5/hr,$(DATA)/set5/lr_bicubic_x4 --out results/bench_quality
 
 # GPU: the official configurations, eager and CUDA-graph paths (the torch.compile paths take minutes to compile)
 bench-speed: $(STAMP)
