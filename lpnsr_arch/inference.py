@@ -6,14 +6,15 @@ Usage (Real-ESRGAN's conventions)::
         --tile 256 --seed 12345 --precision bf16
 
 Every input gives ``<output>/<name>_<suffix>.<ext>``. Unreadable files are reported and skipped; the exit code is
-non-zero only when no image could be processed (or the arguments are wrong). An input is never overwritten.
+non-zero only when no image could be processed (or the arguments are wrong). An input is never overwritten; an
+earlier file of an output's name is, and a ``WARNING`` at the end names such files.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -22,6 +23,7 @@ import torch
 from lpnsr_arch.cli_errors import (BUILD_ERRORS, ArgumentParser, non_negative_int, positive_int, prepare_output_folder,
                                    user_errors)
 from lpnsr_arch.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, restore_mode, write_image
+from lpnsr_arch.messages import name_list
 from lpnsr_arch.pipeline import COLOR_FIXES, COMPILE_SCOPES, NOISE_KINDS, PRECISIONS, LPNSRPipeline, load_options
 
 __all__ = ['main', 'cli', 'build_parser', 'collect_inputs', 'output_path_for']
@@ -133,9 +135,10 @@ def build_pipeline(options_path: Path, upsampler: str, device: torch.device) -> 
 
 @dataclass
 class RunSummary:
-    """What a run did."""
+    """What a run did (``replaced``: the written files that were already there before the run)."""
     written: List[Path]
     failed: List[Path]
+    replaced: List[Path] = field(default_factory=list)
 
 
 def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argparse.Namespace,
@@ -167,6 +170,7 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
                             tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, precision=precision,
                             upsampler_precision=args.upsampler_precision,
                             upsampler_self_ensemble=args.upsampler_self_ensemble)
+            existed = out_path.exists()
             write_image(out_path, restore_mode(sr01, record, pipeline.scale).cpu(), bit_depth=record.bit_depth)
         except (ImageReadError, ValueError, OSError) as error:
             message = str(error)  # most already start with the path
@@ -181,6 +185,8 @@ def process_files(pipeline: LPNSRPipeline, inputs: Sequence[Path], args: argpars
         logger.info(f'{path} -> {out_path}')
         written[out_path.resolve()] = path
         summary.written.append(out_path)
+        if existed:
+            summary.replaced.append(out_path)
     return summary
 
 
@@ -225,6 +231,9 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         prepare_output_folder(args.output, '-o/--output')
     summary = process_files(pipeline, inputs, args, device)
     logger.info(f'{len(summary.written)} written, {len(summary.failed)} failed, output folder {args.output}')
+    if summary.replaced:  # said once, after the run: re-running into one folder is common, but should not be silent
+        logger.warning(f'{len(summary.replaced)} of the written files replaced files of the same name that were '
+                       f'already in {args.output}: {name_list([p.name for p in summary.replaced])}')
     return 0 if summary.written else 1
 
 

@@ -99,6 +99,18 @@ def test_two_inputs_with_one_output_name_do_not_overwrite_each_other(options_fil
                                                                      'rgba_out.png']
 
 
+def test_a_rerun_into_the_same_folder_says_which_files_it_replaced(options_file, tmp_path, caplog):
+    inputs = _inputs(tmp_path / 'in')
+    out = tmp_path / 'out'
+    assert _run(options_file, '-i', str(inputs['rgb']), '-o', str(out)) == 0
+    assert 'replaced files' not in caplog.text  # a new output replaces nothing
+    _write(out / 'grey_out.png', np.zeros((4, 4), np.uint8))  # an earlier file of the name the grey input will take
+    assert _run(options_file, '-i', str(tmp_path / 'in'), '-o', str(out)) == 0
+    assert ('2 of the written files replaced files of the same name that were already in '
+            f'{out}: grey_out.png, rgb_out.png') in caplog.text
+    assert read_image(out / 'grey_out.png')[0].shape[-2:] == (48, 64)  # this run's output
+
+
 def test_set_up_errors_exit_2_without_a_traceback(options_file, tmp_path, caplog):
     _inputs(tmp_path / 'in')
     options = yaml.safe_load(options_file.read_text())
