@@ -140,7 +140,8 @@ def run_demo(*, out: Path, images: Sequence[str], seed: int, device: str) -> Non
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--out', type=Path, default=Path('results/demo'))
+    parser.add_argument('--out', type=Path, default=Path('results/demo'),
+                        help='output folder (default results/demo; created, files in it replaced)')
     parser.add_argument('--images', nargs='+', default=list(DEFAULT_IMAGES),
                         help=f"bundled scikit-image photos; any of: {', '.join(sorted(BUNDLED_IMAGES))}")
     parser.add_argument('--seed', type=int, default=0, help='degradation seed (image i: seed + i) and LPNSR seed')

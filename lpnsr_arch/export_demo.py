@@ -94,8 +94,10 @@ def export_demo(*, experiments: Path, out: Path) -> List[Path]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--experiments', type=Path, default=Path('experiments'))
-    parser.add_argument('--out', type=Path, default=Path('weights/demo'))
+    parser.add_argument('--experiments', type=Path, default=Path('experiments'),
+                        help="BasicSR's experiments folder holding the runs (default: experiments, in the current "
+                             "folder)")
+    parser.add_argument('--out', type=Path, default=Path('weights/demo'), help='output folder (default weights/demo)')
     parser.add_argument('--run', nargs='+', metavar='RUN',
                         help='export these runs instead, each alone to <out>/<run>.safetensors (a run that cannot '
                              'be read is reported and skipped; the others are still written); default: the '

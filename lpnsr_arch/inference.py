@@ -30,7 +30,8 @@ __all__ = ['main', 'cli', 'build_parser', 'collect_inputs', 'output_path_for']
 
 logger = logging.getLogger('lpnsr_arch.inference')
 
-DEFAULT_OPTIONS = Path(__file__).resolve().parent.parent / 'options' / 'inference_lpnsr_official.yml'
+DEFAULT_OPTIONS = Path('options') / 'inference_lpnsr_official.yml'
+"""Relative, so that it is looked up like any ``--opt``: the current folder, the repository, the installed data."""
 OOM_HINT = 'If you run out of memory, try a smaller --tile (e.g. 128) or --tile-batch 1.'
 
 

@@ -349,3 +349,22 @@ def test_upsampler_self_ensemble_flag_overrides_the_options(options_file, tmp_pa
                            (ensembled, ['--no-upsampler-self-ensemble'])):
         assert _run(options, '-i', str(image), '-o', str(tmp_path / f'out{len(seen)}'), '--tile', '0', *flags) == 0
     assert seen == [False, True, True, False]
+
+
+def test_the_default_options_file_is_found_in_a_plain_install(options_file, tmp_path, monkeypatch):
+    """Without ``--opt`` the official options file is looked up like any relative ``--opt``: after a plain install
+    (no checkout) it is the installed data's copy, from any folder (it was an absolute path inside site-packages)."""
+    import lpnsr_arch.weights as weights
+    share = tmp_path / 'share' / 'lpnsr_arch'
+    (share / 'options').mkdir(parents=True)
+    (share / 'options' / 'inference_lpnsr_official.yml').write_text(options_file.read_text())
+    site_packages = tmp_path / 'site-packages'
+    (site_packages / 'lpnsr_arch').mkdir(parents=True)
+    monkeypatch.setattr(weights, 'REPO_ROOT', site_packages)
+    monkeypatch.setattr(weights, 'INSTALLED_DATA', share)
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    inputs = _inputs(tmp_path / 'in')
+    assert main(['-i', str(inputs['rgb']), '-o', str(tmp_path / 'out'), '--device', 'cpu', '--quiet']) == 0
+    assert (tmp_path / 'out' / 'rgb_out.png').is_file()

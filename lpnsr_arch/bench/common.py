@@ -115,7 +115,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, out_help: str, out_req
     if tile:
         parser.add_argument('--tile', type=non_negative_int, default=None, help='LPNSR LR tile override (0: off)')
     if precision:
-        parser.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32')
+        parser.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32',
+                            help='autocast precision of the LPNSR diffusion part (default fp32 on every device, '
+                            'unlike lpnsr\'s bf16 on a GPU, so that tables compare like with like)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, ...')
     parser.add_argument('--out', type=Path, required=out_required, default=None, help=out_help)
 

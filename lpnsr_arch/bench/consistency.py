@@ -80,12 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--pipeline', action='append', required=True,
                         help='LPNSR options file or @PRESET (official/small/tiny); repeat for several')
     parser.add_argument('--dataset', action='append', required=True, help='NAME=GT_DIR,LQ_DIR (GT_DIR may be empty)')
-    parser.add_argument('--noise', nargs='+', choices=NOISE_KINDS, default=list(NOISE_KINDS))
+    parser.add_argument('--noise', nargs='+', choices=NOISE_KINDS, default=list(NOISE_KINDS),
+                        help='noise sources to compare on the same denoiser (default: both)')
     parser.add_argument('--seeds', type=int_at_least(2), default=5,
-                        help='seeds per image, at least 2 (0 .. N-1 plus --seed-offset)')
-    parser.add_argument('--seed-offset', type=int, default=0)
+                        help='seeds per image, at least 2 (0 .. N-1 plus --seed-offset; default 5)')
+    parser.add_argument('--seed-offset', type=int, default=0, help='first seed (default 0)')
     parser.add_argument('--limit', type=positive_int, default=None, help='at most this many images per dataset')
-    parser.add_argument('--crop-border', type=non_negative_int, default=4)
+    parser.add_argument('--crop-border', type=non_negative_int, default=4,
+                        help='pixels left out at each border for PSNR (default 4)')
     add_run_arguments(parser, out_help='folder for consistency.csv / .json')
     return parser
 

@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--dataset', action='append', required=True,
                         help='NAME=GT_DIR,LQ_DIR (GT_DIR empty for no-reference sets; repeat)')
     parser.add_argument('--limit', type=positive_int, default=None, help='at most this many images per dataset')
-    parser.add_argument('--crop-border', type=non_negative_int, default=4)
-    parser.add_argument('--seed', type=int, default=12345, help='seed of the stochastic methods')
+    parser.add_argument('--crop-border', type=non_negative_int, default=4,
+                        help='pixels left out at each border for PSNR/SSIM (default 4)')
+    parser.add_argument('--seed', type=int, default=12345, help='seed of the stochastic methods (default 12345)')
     parser.add_argument('--noise', choices=NOISE_KINDS, default=None, help='LPNSR noise override')
     add_run_arguments(parser, out_help='folder for quality.csv / .json and quality_per_image.csv / .json')
     return parser
