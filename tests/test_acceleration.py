@@ -20,6 +20,23 @@ def test_calls_off_cuda_or_with_gradients_are_not_captured():
     wrapped = CapturedGraphs(net)
     torch.testing.assert_close(wrapped(x), net(x), rtol=0, atol=0)
     assert wrapped._graphs == {}  # nothing captured on the CPU
+    with torch.no_grad():  # each reason on its own, with gradients off
+        assert call_signature((x, ), {}) is None, 'a CPU tensor'
+        assert call_signature((meta, ), {}) is None, 'a meta tensor'
+        torch.testing.assert_close(wrapped(x), net(x), rtol=0, atol=0)
+        assert wrapped._graphs == {}
+
+
+def test_a_tensor_that_needs_gradients_is_not_captured(monkeypatch):
+    """Even with gradients off and every tensor on CUDA (faked: the signature reads metadata only), a tensor that
+    requires gradients is refused, and so is a call made with gradients on."""
+    monkeypatch.setattr(torch.Tensor, 'device', property(lambda self: torch.device('cuda', 0)))
+    monkeypatch.setattr(torch, 'is_autocast_enabled', lambda device_type: False)
+    x, leaf = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4, requires_grad=True)
+    with torch.no_grad():
+        assert call_signature((x, ), {}) is not None, 'the control: a plain CUDA call is captured'
+        assert call_signature((x, leaf), {}) is None
+    assert call_signature((x, ), {}) is None, 'gradients on'
 
 
 def test_the_signature_separates_what_a_graph_is_specific_to(monkeypatch):

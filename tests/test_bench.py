@@ -78,17 +78,27 @@ def test_pairs_and_method_specs(dataset):
         parse_method('folder', kinds=('folder', ))
 
 
-def test_shared_cli_arguments():
+def _refused(parser, argv, capsys) -> str:
+    """argparse's usage error (exit 2) for ``argv``: its message."""
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_shared_cli_arguments(capsys):
     args, device = parse_run_arguments(quality.build_parser(), ['--method', 'bicubic', '--dataset', 'd=a,b',
                                                                  '--device', 'cpu', '--precision', 'bf16'])
     assert device == torch.device('cpu') and args.precision == 'bf16' and args.tile is None and args.out is None
-    with pytest.raises(SystemExit):  # the sheet has nowhere to go without --out
-        compare_sheet.build_parser().parse_args(['--lq', 'a.png'])
-    with pytest.raises(SystemExit):  # speed has its own --tile default and no --precision
-        speed.build_parser().parse_args(['--precision', 'bf16'])
+    # the sheet has nowhere to go without --out
+    assert 'the following arguments are required: --out' in _refused(compare_sheet.build_parser(), ['--lq', 'a.png'],
+                                                                        capsys)
+    # speed has its own --tile default and no --precision
+    assert 'unrecognized arguments: --precision bf16' in _refused(speed.build_parser(), ['--precision', 'bf16'], capsys)
     assert speed.build_parser().parse_args([]).tile == 256
-    with pytest.raises(SystemExit):  # --limit 0 is refused, not read as "all"
-        quality.build_parser().parse_args(['--method', 'bicubic', '--dataset', 'd=a,b', '--limit', '0'])
+    # --limit 0 is refused, not read as "all"
+    assert 'argument --limit' in _refused(quality.build_parser(), ['--method', 'bicubic', '--dataset', 'd=a,b',
+                                                                   '--limit', '0'], capsys)
 
 
 def test_niqe_needs_two_blocks(dataset):

@@ -62,7 +62,7 @@ def test_checker_reports_bad_files(tmp_path, caplog):
     errors = [record.getMessage() for record in caplog.records if record.levelname == 'ERROR']
     assert errors[-1].startswith(str(tmp_path / 'nometa.safetensors'))  # one line, without a KeyError's quotes
     (tmp_path / 'junk.safetensors').write_bytes(b'not a file')
-    with pytest.raises(Exception, match='junk.safetensors'):
+    with pytest.raises(CheckpointError, match='junk.safetensors'):
         conformance.check_file(tmp_path / 'junk.safetensors')
 
 

@@ -29,7 +29,8 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize('command', [['lpnsr_arch/train.py'], ['-m', 'lpnsr_arch.test']])
+@pytest.mark.parametrize('command', [['lpnsr_arch/train.py'], ['-m', 'lpnsr_arch.train'], ['lpnsr_arch/test.py'],
+                                     ['-m', 'lpnsr_arch.test']])
 def test_entry_points_start_as_script_and_module(command) -> None:
     result = subprocess.run([sys.executable, *command, '-h'], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=120)

@@ -69,7 +69,7 @@ def test_bad_sizes_and_modes_are_clear_errors(tiny_unet_kwargs):
     with pytest.raises(ValueError, match='mode must be one of'):
         predictor(torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16), torch.zeros(1, 3, 16, 16),
                   torch.tensor([1]), mode='median')
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match='windw_size'):
         LPNSRResShiftUNet(**tiny_unet_kwargs, windw_size=8)  # a misspelt argument is not swallowed
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([1, 2])
     for lq in (torch.zeros(2, 3, 32, 32), torch.zeros(1, 3, 16, 16)):  # an LR of another size, or another batch
