@@ -12,7 +12,7 @@ import yaml
 
 import lpnsr_arch  # noqa: F401
 from lpnsr_arch.bench import compare_sheet, consistency, quality, speed
-from lpnsr_arch.bench.common import load_pairs, niqe_y, parse_method, parse_run_arguments
+from lpnsr_arch.bench.common import build_method, load_pairs, niqe_y, parse_method, parse_run_arguments
 from lpnsr_arch.bench.presets import tiny_options
 
 
@@ -76,6 +76,12 @@ def test_pairs_and_method_specs(dataset):
     assert parse_method('lpnsr:runs/lr=1e-4/options.yml').name == 'lpnsr-options'
     with pytest.raises(ValueError, match='folder needs the folder of saved outputs'):
         parse_method('folder', kinds=('folder', ))
+    preset = parse_method('lpnsr:@tiny')  # a preset: the configuration with random weights
+    assert (preset.name, preset.kind, preset.options) == ('lpnsr-tiny', 'lpnsr', '@tiny')
+    method = build_method(preset, device=torch.device('cpu'))
+    lr01 = torch.rand(1, 3, 16, 16)
+    assert method.stochastic and method.upscale(lr01, 0).shape == (1, 3, 64, 64)
+    torch.testing.assert_close(method.upscale(lr01, 0), method.upscale(lr01, 0), rtol=0, atol=0)
 
 
 def _refused(parser, argv, capsys) -> str:

@@ -40,7 +40,7 @@ def _run(options_file: Path, *args: str) -> int:
     return main(['--opt', str(options_file), '--device', 'cpu', '--quiet', '--seed', '1', *args])
 
 
-def test_folder_with_modes_and_a_corrupt_file(options_file, tmp_path):
+def test_folder_with_modes_and_a_corrupt_file(options_file, tmp_path, caplog):
     inputs = _inputs(tmp_path / 'in')
     (tmp_path / 'in' / 'broken.png').write_bytes(b'not a png at all')
     (tmp_path / 'in' / 'notes.txt').write_text('ignored')
@@ -54,11 +54,14 @@ def test_folder_with_modes_and_a_corrupt_file(options_file, tmp_path):
     assert grey.shape == (48, 64)
     rgba = cv2.imread(str(out / 'rgba_out.png'), cv2.IMREAD_UNCHANGED)
     assert rgba.shape == (64, 64, 4)
-    source_alpha = cv2.imread(str(inputs['rgba']), cv2.IMREAD_UNCHANGED)[:, :, 3].astype(float)
-    assert abs(rgba[:, :, 3].astype(float).mean() - source_alpha.mean()) < 8  # alpha carried through, upscaled
+    source_alpha = torch.from_numpy(cv2.imread(str(inputs['rgba']), cv2.IMREAD_UNCHANGED)[:, :, 3] / 255.0)
+    expected_alpha = torch.nn.functional.interpolate(source_alpha[None, None], scale_factor=4, mode='bicubic',
+                                                     align_corners=False).clamp(0, 1)[0, 0].mul(255).round()
+    assert np.abs(rgba[:, :, 3].astype(float) - expected_alpha.numpy()).max() <= 1  # alpha: the bicubic x4 of the LR's
     deep = cv2.imread(str(out / 'deep_out.png'), cv2.IMREAD_UNCHANGED)
     assert deep.shape == (64, 64, 3) and deep.dtype == np.uint16
     assert {p.name: p.read_bytes() for p in (tmp_path / 'in').iterdir()} == before
+    assert any('broken.png' in record.getMessage() for record in caplog.records if record.levelname == 'ERROR')
 
 
 def test_all_inputs_failing_gives_a_non_zero_exit(options_file, tmp_path):

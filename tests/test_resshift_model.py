@@ -390,9 +390,18 @@ def test_synthetic_batches_train_towards_the_plain_gt_unless_gt_usm(tmp_path, gt
     pulse = torch.zeros(4, 21, 21)
     pulse[:, 10, 10] = 1
     torch.manual_seed(0)
+    np.random.seed(1)  # the degradation's draws (and which pairs are clean) come from numpy, as Real-ESRGAN's
     model.feed_data({'gt': gt, 'kernel1': pulse, 'kernel2': pulse, 'sinc_kernel': pulse})
     assert model.lq.shape == (4, 3, 16, 16) and model.gt.shape == (4, 3, 64, 64)
     assert model.clean.dtype == torch.bool and model.clean.shape == (4, )
+    assert 0 < int(model.clean.sum()) < 4, 'this seed draws both kinds of pair'
+    if not gt_usm:  # a clean pair's LR is a window of the quantised antialiased bicubic downscale of its GT
+        down = torch.nn.functional.interpolate(gt, size=(20, 20), mode='bicubic', antialias=True)
+        down = (down * 255).round().clamp(0, 255) / 255
+        for i in range(4):
+            is_window = any(torch.equal(model.lq[i], down[i, :, top:top + 16, left:left + 16])
+                            for top in range(5) for left in range(5))
+            assert is_window == bool(model.clean[i]), f'pair {i}'
     target_is_a_plain_crop = all(
         any(torch.equal(model.gt[i], gt[i, :, top:top + 64, left:left + 64]) for top in range(17) for left in range(17))
         for i in range(4))
