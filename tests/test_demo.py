@@ -186,3 +186,20 @@ def differing_options(first: dict, second: dict, prefix: str = '') -> set:
         elif key not in first or key not in second or first[key] != second[key]:
             differing.add(path)
     return differing
+
+
+def test_the_demo_runs_end_to_end_on_one_photo(tmp_path):
+    """``make demo``'s own path, with the shipped model, on the smallest default photo: the saved output, the table
+    (its LPNSR row scores that output) and the sheet; a second run into the same folder replaces the first."""
+    out = tmp_path / 'demo'
+    demo.main(['--out', str(out), '--images', 'chelsea', '--device', 'cpu'])
+    sr = cv2.imread(str(out / 'sr' / 'chelsea_lpnsr.png'))
+    assert sr.shape == (300, 448, 3)  # the LR is 75 x 112 (the GT's 451 columns floored to a multiple of 4)
+    rows = {row['method']: row for row in json.loads((out / 'quality.json').read_text())['rows']}
+    assert set(rows) == {'bicubic', 'rrdbnet', 'lpnsr'}
+    assert rows['lpnsr']['images'] == 1 and 20 < rows['lpnsr']['psnr_y'] < 40
+    assert (out / 'sheets' / 'chelsea_sheet.png').is_file()
+    first = (out / 'sr' / 'chelsea_lpnsr.png').read_bytes()
+    demo.main(['--out', str(out), '--images', 'chelsea', '--device', 'cpu'])
+    assert (out / 'sr' / 'chelsea_lpnsr.png').read_bytes() == first, 'the same seed gives the same output'
+    assert sorted(p.name for p in (out / 'sr').iterdir()) == ['chelsea_lpnsr.png']
