@@ -282,8 +282,8 @@ def test_speed_runs_the_reference_and_fast_paths(tmp_path):
     assert paths == [('lr16', 'eager_fp32'), ('lr32_tiled', 'eager_fp32'), ('lr32_tiled', 'bf16_tile_batch')]
     for row in table.rows:
         assert 'error' not in row, row
-        assert row['gflop'] > 0 and row['median_ms'] > 0
-        assert row['max_abs_diff'] == 0 if row['path'] == 'eager_fp32' else row['max_abs_diff'] < 0.2
+        assert row['gflop'] > 0 and math.isfinite(row['median_ms'])
+        assert row['max_abs_diff'] == 0 if row['path'] == 'eager_fp32' else row['max_abs_diff'] < 0.05  # 0.013-0.017
     assert json.loads((tmp_path / 'speed.json').read_text())['rows'][0]['tiles'] == 1
 
 
@@ -299,13 +299,13 @@ def test_speed_training_step_compares_amp_with_eager_fp32(tmp_path):
     assert list(rows) == ['eager_fp32', 'bf16']
     for row in rows.values():
         assert 'error' not in row, row
-        assert row['case'] == 'train_b2_hr64' and row['median_ms'] > 0 and row['gflop'] > 0
+        assert row['case'] == 'train_b2_hr64' and math.isfinite(row['median_ms']) and row['gflop'] > 0
         assert row['updated'] is True and 0 < row['l_pix'] < 1
         assert math.isnan(row['peak_mem_gib'])  # CPU: printed as n/a
     fp32, bf16 = rows['eager_fp32'], rows['bf16']
     assert fp32['max_abs_param_diff'] == 0 and fp32['update_rel_diff'] == 0
     assert 0 < bf16['max_abs_param_diff'] <= 2.5 * lr  # AdamW's first step moves a weight by at most about lr
-    assert bf16['update_rel_diff'] < 1.0  # most gradient signs agree with fp32
+    assert bf16['update_rel_diff'] < 0.6  # most gradient signs agree with fp32 (0.25-0.33 measured, seeds 0 and 1)
     assert abs(bf16['l_pix'] - fp32['l_pix']) < 0.05 * fp32['l_pix']
     saved = json.loads((tmp_path / 'speed_train.json').read_text())
     assert [row['path'] for row in saved['rows']] == ['eager_fp32', 'bf16']
