@@ -32,16 +32,20 @@ def _load(path: Path) -> Dict:
     return opt
 
 
+LOADED = {path: _load(path) for path in OPTION_FILES}
+"""Each shipped options file, read once."""
+
+
 def _recipes() -> List[Path]:
-    return [path for path in OPTION_FILES if 'model_type' in _load(path)]
+    return [path for path, opt in LOADED.items() if 'model_type' in opt]
 
 
 def _pipelines() -> List[Path]:
-    return [path for path in OPTION_FILES if 'model_type' not in _load(path) and 'network_noise' in _load(path)]
+    return [path for path, opt in LOADED.items() if 'model_type' not in opt and 'network_noise' in opt]
 
 
 def _network_files() -> List[Path]:
-    return [path for path in OPTION_FILES if not {'model_type', 'network_noise'} & set(_load(path))]
+    return [path for path, opt in LOADED.items() if not {'model_type', 'network_noise'} & set(opt)]
 
 
 def check_network_block(name: str, block: Dict) -> None:
@@ -68,7 +72,7 @@ def test_the_collection_covers_every_kind_of_file():
 
 def test_the_network_check_catches_a_misspelt_argument():
     """The control of :func:`check_network_block`: it is not satisfied by any block."""
-    block = dict(_load(OPTIONS / 'demo' / 'inference_lpnsr_demo.yml')['network_unet'])
+    block = dict(LOADED[OPTIONS / 'demo' / 'inference_lpnsr_demo.yml']['network_unet'])
     check_network_block('network_unet', block)
     with pytest.raises(AssertionError, match=r'network_unet \(LPNSRResShiftUNet\).*windw_size'):
         check_network_block('network_unet', dict(block, windw_size=8))
@@ -78,7 +82,7 @@ def test_the_network_check_catches_a_misspelt_argument():
 
 @pytest.mark.parametrize('path', _recipes(), ids=lambda p: p.relative_to(OPTIONS).as_posix())
 def test_a_shipped_recipe_passes_the_checks_of_a_run(path: Path):
-    opt = _load(path)
+    opt = LOADED[path]
     is_train = 'train' in opt
     model_class = MODEL_REGISTRY.get(opt['model_type'])
     check = getattr(model_class, 'check_options', None)
@@ -97,7 +101,7 @@ def test_a_shipped_recipe_passes_the_checks_of_a_run(path: Path):
 
 @pytest.mark.parametrize('path', _pipelines(), ids=lambda p: p.relative_to(OPTIONS).as_posix())
 def test_a_shipped_pipeline_file_passes_the_checks_of_inference(path: Path):
-    opt = _load(path)
+    opt = LOADED[path]
     InferenceDefaults.from_dict(opt.get('inference'))
     DiffusionConfig.from_dict(opt.get('diffusion'))
     for name in PIPELINE_NETWORKS:
@@ -106,6 +110,6 @@ def test_a_shipped_pipeline_file_passes_the_checks_of_inference(path: Path):
 
 @pytest.mark.parametrize('path', _network_files(), ids=lambda p: p.relative_to(OPTIONS).as_posix())
 def test_a_shipped_network_file_names_a_buildable_network(path: Path):
-    opt = _load(path)
+    opt = LOADED[path]
     check_network_block('network_g', opt['network_g'])
     assert (opt.get('path') or {}).get('pretrain_network_g'), f'{path}: path.pretrain_network_g names the weights'
