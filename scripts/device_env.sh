@@ -1,6 +1,6 @@
-# Sourced by the device scripts (gpu_session.sh, gpu_train_swinir_probe.sh, gpu_train_upsampler_variants.sh) from the
-# repository root: BasicSR from the carried wheels (.whl/, made here by scripts/device_wheels.sh) when the device's
-# Python lacks it, and this checkout on PYTHONPATH. Uses $PY (default python3). For the training scripts it also
+# Sourced by the device scripts (gpu_session.sh, gpu_train_*.sh) from the repository root: BasicSR from the carried
+# wheels (.whl/, made here by scripts/device_wheels.sh) when the device's Python lacks it, and this checkout on
+# PYTHONPATH. Uses $PY (default python3). For the training scripts it also
 # links ../shared/data, where the recipes look, to the carried data (.data/, made by scripts/pack_training_data.py)
 # and defines `device_record` (the card, the CPU count and torch's CUDA build) and `elapsed` (seconds since $START).
 PY=${PY:-python3}
