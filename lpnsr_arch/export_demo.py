@@ -2,7 +2,7 @@
 
 Run by ``scripts/train_demo_model.sh`` after the stages of ``options/demo_model/`` have trained (the runs exported
 are those of :data:`DEMO_STAGES`); ``--run`` exports other training runs instead, each to a file of its own
-(``scripts/gpu_train_swinir_probe.sh``, ``scripts/gpu_train_upsampler_variants.sh``)::
+(``scripts/gpu_train_*.sh``)::
 
     python -m lpnsr_arch.export_demo --out weights/demo
     python -m lpnsr_arch.export_demo --out $OUT --run probe_swinir_5_noise_predictor   # -> $OUT/<run>.safetensors
